@@ -1,0 +1,243 @@
+"""QuestionAnswerer: the one inference API used by the CLI, evaluation and the server.
+
+Questions are cut into windows, the windows of many questions are sorted by length and
+run in padded-per-batch groups through a backend (PyTorch, or ONNX Runtime for an
+exported directory), and the logits are decoded per question (see decode.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .decode import Decoded, decode_features
+from .errors import PocketQAError
+from .features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
+from .models import load_qa_model, load_tokenizer, read_meta, resolve_model
+from .squad import Example
+
+
+class Backend(Protocol):
+    """Runs a QA model on a padded batch; PyTorch and ONNX Runtime implement it."""
+
+    input_names: list[str]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Returns float32 (start_logits, end_logits), each of shape [batch, seq_len]."""
+        ...
+
+
+class TorchBackend:
+    """Runs an ``AutoModelForQuestionAnswering`` under ``torch.inference_mode``."""
+
+    def __init__(self, model, device: str = "cpu", threads: int | None = None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        # Ask the model which inputs it takes (DistilBERT/RoBERTa-style models take no token types).
+        params = inspect.signature(model.forward).parameters
+        self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in params]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items() if k in self.input_names}
+        with torch.inference_mode():
+            out = self.model(**inputs)
+        return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+
+
+def _auto_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class QuestionAnswerer:
+    """Extractive QA with abstention over any QA checkpoint.
+
+    Example:
+        >>> qa = QuestionAnswerer.from_pretrained("path/to/model")
+        >>> qa("Who wrote it?", "It was written by Ann.")
+        {'answer': 'Ann', 'start': 18, 'end': 21, 'score': 0.93, 'null_odds': -4.1}
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        tokenizer,
+        window: WindowConfig = WindowConfig(),
+        threshold: float = 0.0,
+        n_best: int = 20,
+        max_answer_length: int = 30,
+        batch_size: int = 32,
+        name: str = "",
+        meta: dict | None = None,
+    ):
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.window = window
+        self.threshold = float(threshold)
+        self.n_best = n_best
+        self.max_answer_length = max_answer_length
+        self.batch_size = batch_size
+        self.name = name
+        self.meta = meta or {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        threshold: float | None = None,
+        batch_size: int = 32,
+        **window,
+    ) -> QuestionAnswerer:
+        """Loads a model directory, hub id, pip model or (None) the bundled default model.
+
+        A directory holding ``model.onnx`` (from ``pocketqa export``) runs on ONNX Runtime;
+        otherwise PyTorch. The no-answer threshold comes from ``threshold``, else the
+        calibrated value in ``pocketqa.json``, else 0.0.
+
+        Args:
+            name_or_path: Model directory, hub id, ``pip:NAME``, or None for the default.
+            device: "cpu", "cuda", "cuda:1"... (default: cuda when available). PyTorch only.
+            threads: Intra-op CPU threads (PyTorch or ONNX Runtime).
+            threshold: Abstain when null_odds > threshold.
+            batch_size: Windows per forward pass.
+            **window: max_seq_length / doc_stride / max_query_length overrides.
+        """
+        path = resolve_model(name_or_path)
+        meta = read_meta(path) if Path(path).is_dir() else {}
+        win = {**meta.get("window", {}), **window}
+        window_config = WindowConfig(**win)
+        tokenizer = load_tokenizer(path)
+        if Path(path).is_dir() and any(Path(path).glob("*.onnx")):
+            from .export import OnnxBackend  # onnxruntime is an optional extra
+
+            backend = OnnxBackend.from_dir(path, threads=threads)
+        else:
+            device = device or _auto_device()
+            backend = TorchBackend(load_qa_model(path, device=device), device=device, threads=threads)
+        if threshold is None:
+            threshold = float(meta.get("threshold", 0.0))
+        return cls(
+            backend,
+            tokenizer,
+            window=window_config,
+            threshold=threshold,
+            batch_size=batch_size,
+            name=meta.get("name", Path(path).name if Path(path).is_dir() else path),
+            meta=meta,
+        )
+
+    # -- core -------------------------------------------------------------------------
+
+    def logits(self, features: Features, progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Runs every window through the backend in length-sorted, per-batch-padded batches.
+
+        Returns per-window start and end logits (each trimmed to the window's length),
+        in the order of ``features``.
+        """
+        starts: list[np.ndarray | None] = [None] * len(features)
+        ends: list[np.ndarray | None] = [None] * len(features)
+        batches = length_sorted_batches(features.lengths, self.batch_size)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        it = batches
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(batches, desc="predict", unit="batch")
+        for idx in it:
+            batch = pad_batch(features, idx, pad_id, self.backend.input_names)
+            s, e = self.backend(batch)
+            for row, w in enumerate(idx.tolist()):
+                n = len(features.input_ids[w])
+                starts[w] = s[row, :n]
+                ends[w] = e[row, :n]
+        return starts, ends
+
+    def decode_examples(self, examples: Sequence[Example], progress: bool = False) -> list[Decoded]:
+        """Windows, runs and decodes many examples at once (the batched path)."""
+        if not examples:
+            return []
+        features = make_features(examples, self.tokenizer, self.window)
+        starts, ends = self.logits(features, progress=progress)
+        return decode_features(
+            examples, features, starts, ends, n_best=self.n_best, max_answer_length=self.max_answer_length
+        )
+
+    def predict(
+        self, examples: Sequence[Example], threshold: float | None = None, progress: bool = False
+    ) -> tuple[dict[str, str], dict[str, float]]:
+        """Predictions and null odds in the official formats ({qid: text}, {qid: na_prob})."""
+        threshold = self.threshold if threshold is None else threshold
+        decoded = self.decode_examples(examples, progress=progress)
+        preds = {ex.id: d.answer(threshold) for ex, d in zip(examples, decoded)}
+        odds = {ex.id: _finite(d.null_odds) for ex, d in zip(examples, decoded)}
+        return preds, odds
+
+    # -- friendly call ----------------------------------------------------------------
+
+    def __call__(
+        self,
+        question: str | Sequence[str],
+        context: str | Sequence[str],
+        top_k: int = 1,
+        abstain: bool = True,
+        threshold: float | None = None,
+    ):
+        """Answers one question (strings) or many (lists of equal length).
+
+        Returns, per question, a dict ``{"answer", "start", "end", "score", "null_odds"}``
+        (character offsets into the context; score is a softmax weight over the n-best)
+        or, with ``top_k > 1``, a list of up to top_k such dicts. When ``abstain`` is true
+        and null_odds > threshold, the first answer is the abstention: answer "" with
+        start = end = None and score = the null answer's weight.
+        """
+        single = isinstance(question, str)
+        questions = [question] if single else list(question)
+        contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+        if len(questions) != len(contexts):
+            raise PocketQAError(f"got {len(questions)} questions but {len(contexts)} contexts")
+        if top_k < 1:
+            raise PocketQAError(f"top_k must be >= 1, found {top_k}")
+        for i, (q, c) in enumerate(zip(questions, contexts)):
+            if not isinstance(q, str) or not q.strip():
+                raise PocketQAError(f"question {i}: empty question")
+            if not isinstance(c, str) or not c.strip():
+                raise PocketQAError(f"question {i}: empty context")
+        threshold = self.threshold if threshold is None else threshold
+        examples = [Example(id=str(i), title="", context=c, question=q) for i, (q, c) in enumerate(zip(questions, contexts))]
+        results = [self._format(d, top_k, abstain, threshold) for d in self.decode_examples(examples)]
+        return results[0] if single else results
+
+    @staticmethod
+    def _format(d: Decoded, top_k: int, abstain: bool, threshold: float):
+        odds = _finite(d.null_odds)
+        answers = [
+            {"answer": s.text, "start": s.start, "end": s.end, "score": s.probability, "null_odds": odds}
+            for s in d.spans
+        ]
+        if abstain and (not d.spans or d.null_odds > threshold):
+            answers.insert(0, {"answer": "", "start": None, "end": None, "score": d.null_probability, "null_odds": odds})
+        if not answers:  # abstain=False and no span at all
+            answers = [{"answer": "", "start": None, "end": None, "score": d.null_probability, "null_odds": odds}]
+        return answers[0] if top_k == 1 else answers[:top_k]
+
+
+def _finite(x: float, big: float = 1e6) -> float:
+    """JSON has no infinity: clamp +-inf to a large finite value."""
+    if math.isinf(x):
+        return big if x > 0 else -big
+    return float(x)

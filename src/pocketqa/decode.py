@@ -1,0 +1,150 @@
+"""Start/end logits over windows -> n-best answers, null score, abstain decision.
+
+The rules follow transformers' examples ``utils_qa.postprocess_qa_predictions`` with
+``version_2_with_negative=True`` so that scores are comparable with published numbers:
+
+- candidate spans: the top ``n_best`` start and top ``n_best`` end positions of each
+  window, both inside the context, end >= start, at most ``max_answer_length`` tokens;
+  span score = start_logit + end_logit;
+- null score = the *minimum* over the example's windows of start[CLS] + end[CLS];
+- score_diff = null score - best span score; abstain when score_diff > threshold.
+  score_diff is what the official evaluation calls the "na_prob" of a question (we call
+  it ``null_odds``): larger means "more likely no answer".
+
+One deliberate difference: when no valid span exists at all, utils_qa answers the
+literal text "empty"; we abstain instead (null_odds = +inf).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .features import Features
+
+
+@dataclass(frozen=True)
+class Span:
+    """A candidate answer: context characters [start, end) and its logit score."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+    probability: float = 0.0
+
+
+@dataclass
+class Decoded:
+    """Decoding of one question.
+
+    Attributes:
+        spans: Non-null candidates, best first (at most n_best).
+        null_score: min over windows of start[CLS] + end[CLS].
+        null_odds: null_score - best span score (+inf when there is no span).
+        null_probability: softmax weight of the null answer among the n-best.
+    """
+
+    spans: list[Span] = field(default_factory=list)
+    null_score: float = 0.0
+    null_odds: float = math.inf
+    null_probability: float = 1.0
+
+    def answer(self, threshold: float = 0.0) -> str:
+        """The answer text, or "" when the question is judged unanswerable."""
+        if not self.spans or self.null_odds > threshold:
+            return ""
+        return self.spans[0].text
+
+
+def _top(x: np.ndarray, n: int) -> np.ndarray:
+    # argsort descending, as utils_qa does (ties broken the same way)
+    return np.argsort(x)[-1 : -n - 1 : -1]
+
+
+def decode_example(
+    context: str,
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    offsets: Sequence[Sequence[tuple[int, int] | None]],
+    cls_index: Sequence[int],
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> Decoded:
+    """Decodes one question from the logits of all its windows.
+
+    Args:
+        context: The passage the offsets point into.
+        start_logits: One float array per window, of length >= len(offsets[w]) (extra
+            positions, e.g. padding, are ignored).
+        end_logits: Same shape as start_logits.
+        offsets: Per window, per token: (char_start, char_end) or None outside the context.
+        cls_index: Per window, the position of the null ("no answer") token.
+        n_best: Candidates kept per window per side, and in the final list.
+        max_answer_length: Longest answer in tokens.
+    """
+    null_score = math.inf
+    candidates: list[tuple[float, int, int]] = []  # (score, char_start, char_end)
+    for s_log, e_log, offs, cls in zip(start_logits, end_logits, offsets, cls_index):
+        n = len(offs)
+        s_log = np.asarray(s_log[:n], dtype=np.float64)
+        e_log = np.asarray(e_log[:n], dtype=np.float64)
+        null_score = min(null_score, float(s_log[cls] + e_log[cls]))
+        is_ctx = np.fromiter((o is not None for o in offs), dtype=bool, count=n)
+        starts = _top(s_log, n_best)
+        ends = _top(e_log, n_best)
+        s_grid, e_grid = np.meshgrid(starts, ends, indexing="ij")
+        valid = is_ctx[s_grid] & is_ctx[e_grid] & (e_grid >= s_grid) & (e_grid - s_grid + 1 <= max_answer_length)
+        for s, e in zip(s_grid[valid].tolist(), e_grid[valid].tolist()):
+            candidates.append((float(s_log[s] + e_log[e]), offs[s][0], offs[e][1]))
+    # n-best of spans and null sorted together, null re-added if it fell out (as utils_qa),
+    # then a softmax over that list gives each entry a probability-like score.
+    has_null = math.isfinite(null_score)
+    if has_null:
+        candidates.append((null_score, -1, -1))
+    candidates.sort(key=lambda c: c[0], reverse=True)
+    kept = candidates[:n_best]
+    if has_null and not any(c[1] == -1 for c in kept):
+        kept.append((null_score, -1, -1))
+    scores = np.array([c[0] for c in kept], dtype=np.float64)
+    probs = np.exp(scores - scores.max()) if len(kept) else scores
+    probs = probs / probs.sum() if len(kept) else probs
+    spans = [
+        Span(text=context[cs:ce], start=cs, end=ce, score=sc, probability=float(p))
+        for (sc, cs, ce), p in zip(kept, probs)
+        if cs >= 0
+    ]
+    null_probability = next((float(p) for c, p in zip(kept, probs) if c[1] == -1), 0.0)
+    null_odds = null_score - spans[0].score if spans else math.inf
+    return Decoded(spans=spans, null_score=null_score, null_odds=null_odds, null_probability=null_probability)
+
+
+def decode_features(
+    examples: Sequence,
+    features: Features,
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> list[Decoded]:
+    """Decodes every example from the logits of its windows (rows aligned with ``features``)."""
+    by_example: list[list[int]] = [[] for _ in examples]
+    for w, ex_idx in enumerate(features.example_index.tolist()):
+        by_example[ex_idx].append(w)
+    out = []
+    for ex, windows in zip(examples, by_example):
+        out.append(
+            decode_example(
+                ex.context,
+                [start_logits[w] for w in windows],
+                [end_logits[w] for w in windows],
+                [features.offsets[w] for w in windows],
+                [int(features.cls_index[w]) for w in windows],
+                n_best=n_best,
+                max_answer_length=max_answer_length,
+            )
+        )
+    return out

@@ -1,0 +1,113 @@
+"""Scoring a model or a predictions file on a SQuAD file, and calibrating the threshold."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from .errors import PocketQAError
+from .metrics import squad_v2_eval
+from .models import update_meta
+from .squad import load_squad, read_json, to_squad_json
+
+BEST_KEYS = ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
+
+
+def _read_prediction_map(path: str | os.PathLike, what: str, kind: type) -> dict:
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise PocketQAError(f"{path}: {what} must be a JSON object {{question id: value}}")
+    for qid, value in obj.items():
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise PocketQAError(f"{path}: question id {qid!r}: {what} value must be {kind.__name__}, found {value!r}")
+    return obj
+
+
+def evaluate_files(
+    data_path: str | os.PathLike,
+    predictions_path: str | os.PathLike,
+    null_odds_path: str | os.PathLike | None = None,
+    na_prob_thresh: float = 1.0,
+) -> dict:
+    """The official evaluate-v2.0.py on files: same inputs, same output keys.
+
+    ``null_odds_path`` plays the role of the official --na-prob-file (and
+    ``na_prob_thresh`` of --na-prob-thresh): questions whose odds exceed it count as
+    answered "" for exact/f1, and best_* thresholds are searched over the odds.
+    """
+    examples = load_squad(data_path)
+    preds = _read_prediction_map(predictions_path, "prediction", str)
+    odds = None
+    if null_odds_path is not None:
+        odds = {k: float(v) for k, v in _read_prediction_map(null_odds_path, "null odds", (int, float)).items()}
+    known = {ex.id for ex in examples}
+    unknown = [qid for qid in preds if qid not in known]
+    if unknown:
+        raise PocketQAError(f"{predictions_path}: {len(unknown)} prediction id(s) not in {data_path}, e.g. {unknown[0]!r}")
+    if odds is not None:
+        missing = [ex.id for ex in examples if ex.id not in odds]
+        if missing:
+            raise PocketQAError(f"{null_odds_path}: no null odds for {len(missing)} question(s), e.g. {missing[0]!r}")
+    dataset = to_squad_json(examples)["data"]
+    return squad_v2_eval(dataset, preds, na_probs=odds, na_prob_thresh=na_prob_thresh)
+
+
+def score_decoded(examples, decoded, threshold: float) -> dict:
+    """Official scores at ``threshold`` plus best_* thresholds from the real null odds.
+
+    exact/f1 use answers thresholded at ``threshold``; best_* come from the best span of
+    every question (never abstaining) ranked by null odds, as the official
+    find_all_best_thresh expects. (The transformers examples pass all-zero odds here,
+    transformers #7319, which makes best_* meaningless.)
+    """
+    dataset = to_squad_json(examples)["data"]
+    at_threshold = {ex.id: d.answer(threshold) for ex, d in zip(examples, decoded)}
+    raw = {ex.id: (d.spans[0].text if d.spans else "") for ex, d in zip(examples, decoded)}
+    odds = {ex.id: (d.null_odds if math.isfinite(d.null_odds) else 1e6) for ex, d in zip(examples, decoded)}
+    scores = dict(squad_v2_eval(dataset, at_threshold))
+    best = squad_v2_eval(dataset, raw, na_probs=odds, na_prob_thresh=math.inf)
+    for k in BEST_KEYS:
+        scores[k] = best[k]
+    scores["threshold"] = threshold
+    return scores
+
+
+def format_table(scores: dict) -> str:
+    rows = [
+        ("all", scores.get("exact"), scores.get("f1"), scores.get("total")),
+        ("HasAns", scores.get("HasAns_exact"), scores.get("HasAns_f1"), scores.get("HasAns_total")),
+        ("NoAns", scores.get("NoAns_exact"), scores.get("NoAns_f1"), scores.get("NoAns_total")),
+    ]
+    lines = [f"{'split':<8}{'EM':>8}{'F1':>8}{'n':>8}"]
+    for name, em, f1, n in rows:
+        if n:
+            lines.append(f"{name:<8}{em:>8.2f}{f1:>8.2f}{n:>8d}")
+    lines.append(
+        f"threshold {scores['threshold']:.4f}; best F1 {scores['best_f1']:.2f} at {scores['best_f1_thresh']:.4f}, "
+        f"best EM {scores['best_exact']:.2f} at {scores['best_exact_thresh']:.4f}"
+    )
+    return "\n".join(lines)
+
+
+def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = False, model_arg=None) -> dict:
+    """Predicts and scores a data file; optionally stores the best-F1 threshold in the model dir.
+
+    Returns {"scores": official keys + best_* + threshold, "table": text}.
+    """
+    examples = load_squad(data_path)
+    decoded = qa.decode_examples(examples, progress=True)
+    scores = score_decoded(examples, decoded, qa.threshold)
+    if save_threshold:
+        from .models import resolve_model
+
+        model_dir = Path(resolve_model(model_arg))
+        if not model_dir.is_dir():
+            raise PocketQAError(f"--save-threshold needs a local model directory, got {model_arg!r}")
+        update_meta(
+            model_dir,
+            threshold=scores["best_f1_thresh"],
+            calibration={"data": str(data_path), "best_f1": scores["best_f1"], "best_exact": scores["best_exact"]},
+        )
+        scores["saved_threshold"] = scores["best_f1_thresh"]
+    return {"scores": scores, "table": format_table(scores)}

