@@ -36,9 +36,9 @@ def _window_kwargs(args) -> dict:
     return {
         k: v
         for k, v in (
-            ("max_seq_length", args.max_seq_length),
-            ("doc_stride", args.doc_stride),
-            ("max_query_length", args.max_query_length),
+            ("max_seq_length", getattr(args, "max_seq_length", None)),
+            ("doc_stride", getattr(args, "doc_stride", None)),
+            ("max_query_length", getattr(args, "max_query_length", None)),
         )
         if v is not None
     }
@@ -166,9 +166,55 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# -- serve ----------------------------------------------------------------------------
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model over HTTP (JSON API with batching, /docs, a page at /)")
+    _model_arg(p)
+    _window_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require this X-API-Key on /v1/* (default: $POCKETQA_API_KEY)")
+    p.add_argument("--max-batch", type=int, default=32, help="most questions per model call (1 = no batching)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a question waits for others to batch with")
+    p.add_argument("--max-context-chars", type=int, default=20_000)
+    p.add_argument("--max-question-chars", type=int, default=1_000)
+    p.add_argument("--max-batch-items", type=int, default=64, help="most items in one /v1/answer/batch request")
+    p.add_argument("--max-body-bytes", type=int, default=2_000_000)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from .serve import Limits, serve
+
+    limits = Limits(
+        max_body_bytes=args.max_body_bytes,
+        max_context_chars=args.max_context_chars,
+        max_question_chars=args.max_question_chars,
+        max_batch_items=args.max_batch_items,
+    )
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        threads=args.threads,
+        device=args.device,
+        batch_size=args.batch_size,
+        limits=limits,
+        log_level=args.log_level,
+        **_window_kwargs(args),
+    )
+    return 0
+
+
 # -- entry point ----------------------------------------------------------------------
 
-COMMANDS = [_add_ask, _add_predict, _add_evaluate]
+COMMANDS = [_add_ask, _add_predict, _add_evaluate, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

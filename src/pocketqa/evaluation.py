@@ -66,7 +66,15 @@ def score_decoded(examples, decoded, threshold: float) -> dict:
     raw = {ex.id: (d.spans[0].text if d.spans else "") for ex, d in zip(examples, decoded)}
     odds = {ex.id: (d.null_odds if math.isfinite(d.null_odds) else 1e6) for ex, d in zip(examples, decoded)}
     scores = dict(squad_v2_eval(dataset, at_threshold))
-    best = squad_v2_eval(dataset, raw, na_probs=odds, na_prob_thresh=math.inf)
+    best = dict(squad_v2_eval(dataset, raw, na_probs=odds, na_prob_thresh=math.inf))
+    for metric in ("exact", "f1"):
+        # The official search starts from "abstain everywhere" with threshold 0.0, which is
+        # right for na_probs in [0, 1] but not for unbounded null odds: when abstaining
+        # everywhere wins, return a threshold below every odds value instead.
+        thresh = best[f"best_{metric}_thresh"]
+        check = squad_v2_eval(dataset, {q: ("" if odds[q] > thresh else t) for q, t in raw.items()})
+        if abs(check[metric] - best[f"best_{metric}"]) > 1e-9:
+            best[f"best_{metric}_thresh"] = min(odds.values()) - 1.0
     for k in BEST_KEYS:
         scores[k] = best[k]
     scores["threshold"] = threshold

@@ -1,0 +1,123 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import CONTEXTS, build_bert
+from pocketqa.answerer import QuestionAnswerer, TorchBackend
+from pocketqa.decode import decode_example
+from pocketqa.errors import PocketQAError
+from pocketqa.features import WindowConfig
+from pocketqa.models import update_meta
+
+LONG = " ".join(f"paris was built in year {i} by the king of france and the people of the city." for i in range(40))
+QUESTIONS = [(q, ctx) for _, ctx, qas in CONTEXTS for q, _, _ in qas] + [
+    ("who built paris?", LONG),
+    ("when was paris built?", LONG),
+]
+
+
+@pytest.fixture(params=["tiny_bert_dir", "tiny_mobilebert_dir"])
+def model_dir(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_answers_are_exact_context_spans(model_dir):
+    qa = QuestionAnswerer.from_pretrained(model_dir, device="cpu", max_seq_length=64, doc_stride=16, max_query_length=16)
+    for q, ctx in QUESTIONS:
+        for a in qa(q, ctx, top_k=5, abstain=False):
+            assert ctx[a["start"] : a["end"]] == a["answer"]
+            assert 0.0 <= a["score"] <= 1.0
+
+
+def test_batched_equals_unbatched(model_dir):
+    qa = QuestionAnswerer.from_pretrained(model_dir, device="cpu", max_seq_length=64, doc_stride=16, max_query_length=16)
+    qs, cs = zip(*QUESTIONS)
+    qa.batch_size = 64
+    batched = qa(list(qs), list(cs), top_k=3)
+    qa.batch_size = 1
+    one_by_one = [qa(q, c, top_k=3) for q, c in QUESTIONS]
+    assert len(batched) == len(one_by_one)
+    for b, o in zip(batched, one_by_one):
+        assert [x["answer"] for x in b] == [x["answer"] for x in o]
+        np.testing.assert_allclose([x["score"] for x in b], [x["score"] for x in o], atol=1e-5)
+        np.testing.assert_allclose(b[0]["null_odds"], o[0]["null_odds"], atol=1e-4)
+
+
+def test_long_context_uses_all_windows(tiny_bert_dir, tiny_tokenizer):
+    qa = QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu", max_seq_length=48, doc_stride=16, max_query_length=12)
+    from pocketqa.squad import Example
+
+    ex = Example(id="x", title="", context=LONG, question="who built paris?")
+    (decoded,) = qa.decode_examples([ex])
+    from pocketqa.features import make_features
+
+    feats = make_features([ex], tiny_tokenizer, qa.window)
+    starts, ends = qa.logits(feats)
+    # null score is the minimum over windows of start[CLS] + end[CLS] (utils_qa rule)
+    nulls = [float(s[c] + e[c]) for s, e, c in zip(starts, ends, feats.cls_index)]
+    assert len(nulls) > 3
+    assert math.isclose(decoded.null_score, min(nulls), rel_tol=1e-6, abs_tol=1e-6)
+    # the best span comes from some window and is a real substring
+    assert decoded.spans and LONG[decoded.spans[0].start : decoded.spans[0].end] == decoded.spans[0].text
+
+
+def test_saved_and_reloaded_model_answers_the_same(tmp_path, tiny_tokenizer):
+    model = build_bert(len(tiny_tokenizer), seed=3)
+    qa1 = QuestionAnswerer(TorchBackend(model), tiny_tokenizer, window=WindowConfig(64, 16, 16))
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    qa2 = QuestionAnswerer.from_pretrained(tmp_path, device="cpu", max_seq_length=64, doc_stride=16, max_query_length=16)
+    qs, cs = zip(*QUESTIONS)
+    r1, r2 = qa1(list(qs), list(cs), top_k=2), qa2(list(qs), list(cs), top_k=2)
+    assert [[a["answer"] for a in r] for r in r1] == [[a["answer"] for a in r] for r in r2]
+
+
+def test_threshold_from_model_dir_and_override(tmp_path, tiny_tokenizer):
+    build_bert(len(tiny_tokenizer), seed=5).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    q, ctx = QUESTIONS[0]
+    base = QuestionAnswerer.from_pretrained(tmp_path, device="cpu")
+    odds = base(q, ctx)["null_odds"]
+    # a stored threshold just below the odds makes the model abstain, just above makes it answer
+    update_meta(tmp_path, threshold=odds - 1.0, window={"max_seq_length": 128, "doc_stride": 32, "max_query_length": 32})
+    qa = QuestionAnswerer.from_pretrained(tmp_path, device="cpu")
+    assert qa.window == WindowConfig(128, 32, 32)
+    assert qa(q, ctx)["answer"] == ""
+    assert qa(q, ctx)["start"] is None
+    assert qa(q, ctx, abstain=False)["answer"] != ""
+    assert QuestionAnswerer.from_pretrained(tmp_path, device="cpu", threshold=odds + 1.0)(q, ctx)["answer"] != ""
+    abstained = qa(q, ctx, top_k=3)
+    assert abstained[0]["answer"] == "" and abstained[1]["answer"] != ""
+
+
+def test_decode_rules_on_fixed_logits():
+    context = "alpha beta gamma delta"
+    offsets = [None, None, (0, 5), (6, 10), (11, 16), (17, 22), None]
+    start = np.array([1.0, 9.0, 0.0, 5.0, 0.0, 0.0, 9.0])
+    end = np.array([1.0, 9.0, 0.0, 0.0, 4.0, 6.0, 9.0])
+    d = decode_example(context, [start], [end], [offsets], [0], n_best=20, max_answer_length=30)
+    # question/special positions (1, 6) never start or end a span, even with high logits
+    assert d.spans[0].text == "beta gamma delta" and d.spans[0].score == 11.0
+    assert d.null_score == 2.0 and d.null_odds == 2.0 - 11.0
+    assert d.answer(0.0) == "beta gamma delta"
+    short = decode_example(context, [start], [end], [offsets], [0], max_answer_length=2)
+    assert short.spans[0].text == "beta gamma"
+    # probabilities are a softmax over the n-best, null included
+    total = sum(s.probability for s in d.spans) + d.null_probability
+    assert math.isclose(total, 1.0, rel_tol=1e-9)
+
+
+def test_bad_inputs(tiny_bert_dir, tmp_path):
+    qa = QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu")
+    with pytest.raises(PocketQAError, match="empty question"):
+        qa(" ", "context")
+    with pytest.raises(PocketQAError, match="2 questions but 3 contexts"):
+        qa(["a", "b"], ["x", "y", "z"])
+    with pytest.raises(PocketQAError, match="no such model directory"):
+        QuestionAnswerer.from_pretrained(str(tmp_path / "missing" / "dir"))
+    (tmp_path / "pocketqa.json").write_text("{bad", encoding="utf-8")
+    with pytest.raises(PocketQAError, match="pocketqa.json: invalid JSON"):
+        QuestionAnswerer.from_pretrained(tmp_path)
+    json.dumps(qa("who?", "Ann wrote it."))  # results are JSON-serialisable

@@ -1,0 +1,126 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import squad_dict
+from pocketqa.cli import main
+from pocketqa.metrics import squad_v2_eval
+from pocketqa.models import read_meta
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+def test_ask_prints_answer_span(tiny_bert_dir, capsys):
+    ctx = "Paris is the capital of France."
+    rc = main(["ask", "--model", str(tiny_bert_dir), "--device", "cpu", "-q", "What is the capital?", "-c", ctx, "--json", "--no-abstain"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert ctx[out["start"] : out["end"]] == out["answer"] != ""
+
+
+def test_ask_context_file_and_abstention(tiny_bert_dir, tmp_path, capsys):
+    f = tmp_path / "ctx.txt"
+    f.write_text("Paris is the capital of France.", encoding="utf-8")
+    rc = main(["ask", "--model", str(tiny_bert_dir), "--device", "cpu", "-q", "What?", "--context-file", str(f), "--threshold=-1e9"])
+    assert rc == 0
+    assert "no answer in this passage" in capsys.readouterr().out
+
+
+def test_predict_then_evaluate_matches_metrics(tiny_bert_dir, tiny_squad_file, tmp_path, capsys):
+    preds, odds = tmp_path / "preds.json", tmp_path / "odds.json"
+    rc = main(["predict", "--model", str(tiny_bert_dir), "--device", "cpu", "--data", str(tiny_squad_file), "--out", str(preds), "--null-odds", str(odds)])
+    assert rc == 0
+    p, o = json.loads(preds.read_text()), json.loads(odds.read_text())
+    assert set(p) == set(o) == {f"q{i}" for i in range(1, 8)}
+    capsys.readouterr()
+    rc = main(["evaluate", "--data", str(tiny_squad_file), "--predictions", str(preds), "--null-odds", str(odds)])
+    assert rc == 0
+    scores = json.loads(capsys.readouterr().out)
+    expected = squad_v2_eval(squad_dict()["data"], p, na_probs=o, na_prob_thresh=1.0)
+    assert scores == pytest.approx(dict(expected))
+    assert list(scores)[:9] == ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1", "NoAns_total"]
+
+
+def test_evaluate_model_saves_calibrated_threshold(tmp_path, tiny_bert_dir, tiny_squad_file, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, model)
+    out = tmp_path / "scores.json"
+    rc = main(["evaluate", "--model", str(model), "--device", "cpu", "--data", str(tiny_squad_file), "--save-threshold", "--out", str(out)])
+    assert rc == 0
+    scores = json.loads(out.read_text())
+    meta = read_meta(model)
+    assert meta["threshold"] == scores["best_f1_thresh"]
+    assert "HasAns" in capsys.readouterr().out
+    # re-running at the stored threshold gives the best F1 as plain F1
+    rc = main(["evaluate", "--model", str(model), "--device", "cpu", "--data", str(tiny_squad_file), "--out", str(out)])
+    rescored = json.loads(out.read_text())
+    assert rescored["threshold"] == meta["threshold"]
+    assert rescored["f1"] == pytest.approx(scores["best_f1"])
+
+
+def _bad_files(tmp_path):
+    cases = {}
+
+    def make(name, fn):
+        d = squad_dict()
+        fn(d)
+        p = tmp_path / f"{name}.json"
+        p.write_text(json.dumps(d), encoding="utf-8")
+        cases[name] = p
+
+    qa = lambda d, a, q: d["data"][a]["paragraphs"][0]["qas"][q]  # noqa: E731
+    make("mismatch", lambda d: qa(d, 0, 0).__setitem__("answers", [{"text": "Italy", "answer_start": 5}]))
+    make("duplicate", lambda d: qa(d, 1, 1).__setitem__("id", "q2"))
+    make("empty_question", lambda d: qa(d, 0, 0).__setitem__("question", ""))
+    make("empty_context", lambda d: d["data"][0]["paragraphs"][0].__setitem__("context", " "))
+    make("impossible_with_answer", lambda d: qa(d, 1, 2).__setitem__("answers", [{"text": "Paris", "answer_start": 0}]))
+    make("missing_field", lambda d: qa(d, 0, 1).pop("question"))
+    bad = tmp_path / "invalid.json"
+    bad.write_text("{not json", encoding="utf-8")
+    cases["invalid_json"] = bad
+    return cases
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_bad_input_exits_2_with_one_line(command, tmp_path, tiny_bert_dir, capsys):
+    for name, path in _bad_files(tmp_path).items():
+        out = tmp_path / "preds.json"
+        out.write_text('{"keep": "me"}')
+        if command == "predict":
+            argv = ["predict", "--model", str(tiny_bert_dir), "--data", str(path), "--out", str(out)]
+        else:
+            argv = ["evaluate", "--data", str(path), "--predictions", str(out)]
+        rc = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert rc == 2, name
+        assert len(err.splitlines()) == 1, (name, err)
+        assert str(path) in err and "Traceback" not in err
+        assert out.read_text() == '{"keep": "me"}'  # nothing already written is lost
+
+
+def test_cli_subprocess_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": SRC}
+    r = subprocess.run(
+        [sys.executable, "-m", "pocketqa", "evaluate", "--data", str(tmp_path / "missing.json"), "--predictions", "x.json"],
+        capture_output=True, text=True, env=env,
+    )
+    assert r.returncode == 2
+    assert "no such file" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "pocketqa", "ask", "--bogus"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_predictions_file_errors(tmp_path, tiny_squad_file, capsys):
+    preds = tmp_path / "p.json"
+    preds.write_text(json.dumps({"q1": "France", "zzz": "x"}))
+    assert main(["evaluate", "--data", str(tiny_squad_file), "--predictions", str(preds)]) == 2
+    assert "'zzz'" in capsys.readouterr().err
+    preds.write_text(json.dumps({"q1": 3}))
+    assert main(["evaluate", "--data", str(tiny_squad_file), "--predictions", str(preds)]) == 2
+    assert "'q1'" in capsys.readouterr().err
