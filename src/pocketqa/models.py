@@ -114,13 +114,17 @@ def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None):
     if dtype is not None:
         kwargs["dtype"] = dtype
     verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # "newly initialized qa_outputs" is expected for a base encoder
+    hf_logging.disable_progress_bar()  # a bar per load is noise for `pocketqa ask`
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as e:
         raise PocketQAError(f"cannot load a QA model from {name_or_path!r}: {str(e).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     model.to(torch.device(device))
     model.eval()
     return model

@@ -1,0 +1,606 @@
+"""TinyBERT-style augmentation as pure Example -> Examples transforms.
+
+TinyBERT (Jiao et al. 2020, ``data_augmentation.py``) makes N noisy copies of every text:
+each word is replaced, with probability p, by one of its top-k candidates, which come
+from a masked LM when the word is a single WordPiece and from word-vector neighbours
+when it is several. Unlike Haystack's ``augment_squad.py`` (which drops every answer,
+keeps duplicate ids and lower-cases the text), the copies made here are real SQuAD 2.0
+training examples:
+
+- words overlapping a gold answer are never replaced, and every ``answer_start`` is
+  recomputed so that ``context[start:start + len(text)] == text`` in every copy;
+- unanswerable questions stay unanswerable; ids are ``<id>-aug<k>``; copies identical
+  to the original or to an earlier copy are dropped;
+- the context is rebuilt from character spans, so spacing and punctuation outside the
+  replaced words are untouched, and a replacement takes the casing of the word it
+  replaces (Capitalized, UPPER).
+
+This module holds no model code: the transforms take a ``candidates_fn(text, spans)``
+returning candidate lists (``pocketqa.mlm.MaskedLMCandidates`` in real runs, a fake in
+tests), and ``augment_squad_file`` streams a SQuAD file through them, paragraph by
+paragraph, writing the output as it goes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from .errors import ConfigError, PocketQAError, SquadFormatError
+from .squad import Answer, Example, read_json
+
+Span = tuple[int, int]
+CandidatesFn = Callable[[str, Sequence[Span]], list[list[str]]]
+
+# Runs of letters/digits; BERT's pre-tokenizer splits on the same boundaries (whitespace
+# and punctuation), so a word here is one or more whole WordPieces.
+_WORD = re.compile(r"[^\W_]+")
+
+# English function words that carry the sentence's structure; replacing them makes
+# ungrammatical noise rather than paraphrases (TinyBERT keeps a similar list). The
+# one- and two-letter pieces after an apostrophe ("don't" -> "don", "t") are here too.
+STOP_WORDS = frozenset(
+    """
+    a about above after again against all am an and any are as at be because been before being below
+    between both but by can cannot could did do does doing down during each few for from further had has
+    have having he her here hers herself him himself his how i if in into is it its itself just me more
+    most my myself no nor not now of off on once only or other our ours ourselves out over own same she
+    should so some such than that the their theirs them themselves then there these they this those
+    through to too under until up very was we were what when where which while who whom why will with
+    would you your yours yourself yourselves also s t d ll m o re ve y don didn doesn isn wasn weren
+    aren hasn haven hadn won wouldn shouldn couldn mustn ain may might must shall upon yet us
+    """.split()
+)
+
+
+# -- words --------------------------------------------------------------------------------
+
+
+def find_words(text: str) -> list[Span]:
+    """Character spans ``(start, end)`` of the words (letter/digit runs) of ``text``."""
+    return [m.span() for m in _WORD.finditer(text)]
+
+
+def is_eligible(word: str) -> bool:
+    """True for words augmentation may replace: alphabetic and not a stop word.
+
+    Numbers (and words with digits), punctuation and stop words are left alone.
+    """
+    return word.isalpha() and word.lower() not in STOP_WORDS
+
+
+def eligible_spans(text: str, protected: Iterable[Span] = ()) -> list[Span]:
+    """Spans of the replaceable words of ``text``, skipping words that overlap ``protected``.
+
+    Args:
+        text: The context or question.
+        protected: Character spans (gold answers) that no replaced word may touch.
+
+    Returns:
+        Word spans, in text order.
+    """
+    protected = sorted(protected)
+    spans = []
+    for start, end in find_words(text):
+        if not is_eligible(text[start:end]):
+            continue
+        # A word that overlaps an answer even by one character would change the answer.
+        if any(p_start < end and start < p_end for p_start, p_end in protected):
+            continue
+        spans.append((start, end))
+    return spans
+
+
+def answer_spans(examples: Iterable[Example]) -> list[Span]:
+    """The character spans of every gold answer of ``examples``."""
+    return [(a.start, a.end) for ex in examples for a in ex.answers]
+
+
+def match_case(original: str, replacement: str) -> str:
+    """Gives ``replacement`` the casing pattern of ``original`` (UPPER, Capitalized, as is)."""
+    if len(original) > 1 and original.isupper():
+        return replacement.upper()
+    if original[:1].isupper():
+        return replacement[:1].upper() + replacement[1:]
+    return replacement
+
+
+# -- one noisy copy -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace ``text[start:end]`` by ``new``."""
+
+    start: int
+    end: int
+    new: str
+
+
+def sample_edits(
+    text: str, spans: Sequence[Span], candidates: Sequence[Sequence[str]], rng: random.Random, p: float
+) -> list[Edit]:
+    """Draws the replacements of one copy: each word with candidates is replaced with probability p.
+
+    The replacement is drawn uniformly from the word's candidates and given its casing.
+    Words with no candidates are never replaced (and draw nothing from ``rng``).
+    """
+    edits = []
+    for (start, end), cands in zip(spans, candidates):
+        if not cands:
+            continue
+        if rng.random() < p:
+            edits.append(Edit(start, end, match_case(text[start:end], rng.choice(cands))))
+    return edits
+
+
+def apply_edits(text: str, edits: Sequence[Edit]) -> str:
+    """Rebuilds ``text`` with ``edits`` (sorted, non-overlapping) applied, character span by span."""
+    pieces = []
+    pos = 0
+    for e in edits:
+        pieces.append(text[pos : e.start])
+        pieces.append(e.new)
+        pos = e.end
+    pieces.append(text[pos:])
+    return "".join(pieces)
+
+
+def shift_offset(offset: int, edits: Sequence[Edit]) -> int:
+    """Where character ``offset`` of the original text lands after ``edits``.
+
+    Only edits that end at or before ``offset`` move it; callers never edit across it.
+    """
+    return offset + sum(len(e.new) - (e.end - e.start) for e in edits if e.end <= offset)
+
+
+# -- a paragraph's copies -----------------------------------------------------------------
+
+
+def augment_example_group(
+    context: str,
+    examples: Sequence[Example],
+    candidates_fn: CandidatesFn,
+    rng: random.Random,
+    factor: int,
+    p: float,
+    augment_questions: bool = False,
+) -> list[Example]:
+    """Makes up to ``factor`` noisy copies of the questions on one context.
+
+    Candidate lists are computed once per word (one ``candidates_fn`` call for the
+    context, one per distinct question) and the ``factor`` copies are sampled from them.
+
+    Args:
+        context: The shared passage of ``examples``.
+        examples: The questions on it (every ``ex.context == context``).
+        candidates_fn: ``(text, spans) -> one candidate list per span``; candidates must
+            already exclude the word itself.
+        rng: The paragraph's random generator (seed it per paragraph for reproducibility).
+        factor: Copies to make (copies identical to an earlier one are dropped).
+        p: Probability of replacing each word that has candidates.
+        augment_questions: Also replace question words (drawn independently per copy).
+
+    Returns:
+        The copies, copy by copy, in ``examples`` order within a copy; ids ``<id>-aug<k>``
+        with k = 1..factor. Every answer's start is recomputed for the new context.
+    """
+    spans = eligible_spans(context, answer_spans(examples))
+    cands = candidates_fn(context, spans) if spans else []
+    question_plans: dict[str, tuple[list[Span], list[list[str]]]] = {}
+    if augment_questions:
+        for ex in examples:
+            if ex.question not in question_plans:
+                q_spans = eligible_spans(ex.question)
+                question_plans[ex.question] = (q_spans, candidates_fn(ex.question, q_spans) if q_spans else [])
+
+    seen = {ex.id: {(context, ex.question)} for ex in examples}
+    out = []
+    for k in range(1, factor + 1):
+        edits = sample_edits(context, spans, cands, rng, p)
+        new_context = apply_edits(context, edits)
+        for ex in examples:
+            question = ex.question
+            if augment_questions:
+                q_spans, q_cands = question_plans[ex.question]
+                question = apply_edits(question, sample_edits(question, q_spans, q_cands, rng, p))
+            key = (new_context, question)
+            if key in seen[ex.id]:
+                continue
+            seen[ex.id].add(key)
+            answers = tuple(Answer(a.text, shift_offset(a.start, edits)) for a in ex.answers)
+            for a in answers:
+                # Cannot fail unless an edit touched an answer; a wrong label is worse than a crash.
+                if new_context[a.start : a.end] != a.text:
+                    raise AssertionError(f"{ex.id}: answer {a.text!r} lost at {a.start} in copy {k}")
+            out.append(
+                Example(
+                    id=f"{ex.id}-aug{k}",
+                    title=ex.title,
+                    context=new_context,
+                    question=question,
+                    answers=answers,
+                    is_impossible=ex.is_impossible,
+                )
+            )
+    return out
+
+
+def candidate_requests(context: str, examples: Sequence[Example], augment_questions: bool) -> list[tuple[str, list[Span]]]:
+    """The ``(text, spans)`` lookups ``augment_example_group`` will make for one paragraph.
+
+    Lets a batched candidate source answer a whole chunk of paragraphs in a few forward passes.
+    """
+    requests = []
+    spans = eligible_spans(context, answer_spans(examples))
+    if spans:
+        requests.append((context, spans))
+    if augment_questions:
+        for question in dict.fromkeys(ex.question for ex in examples):
+            q_spans = eligible_spans(question)
+            if q_spans:
+                requests.append((question, q_spans))
+    return requests
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+class CandidateSource(Protocol):
+    """Answers many ``(text, spans)`` requests at once (one candidate list per span)."""
+
+    def candidates_many(self, requests: Sequence[tuple[str, Sequence[Span]]]) -> list[list[list[str]]]: ...
+
+
+class FunctionSource:
+    """A ``CandidateSource`` over a per-text ``candidates_fn`` (tests, word-vector-only runs)."""
+
+    def __init__(self, candidates_fn: CandidatesFn):
+        self.candidates_fn = candidates_fn
+
+    def candidates_many(self, requests):
+        return [self.candidates_fn(text, spans) for text, spans in requests]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Settings of ``pocketqa augment`` (TinyBERT's defaults: p=0.4, k=15; the seed card used x20)."""
+
+    factor: int = 20
+    replace_prob: float = 0.4
+    candidates: int = 15
+    seed: int = 0
+    include_original: bool = False
+    augment_questions: bool = False
+    shard_index: int = 0
+    num_shards: int = 1
+    chunk_paragraphs: int = 64
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.factor, int) or self.factor < 1:
+            problems.append(f"--factor must be an integer >= 1, found {self.factor!r}")
+        if not 0.0 <= self.replace_prob <= 1.0:
+            problems.append(f"--replace-prob must be in [0, 1], found {self.replace_prob!r}")
+        if self.candidates < 1:
+            problems.append(f"--candidates must be >= 1, found {self.candidates!r}")
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+            problems.append(
+                f"--shard K/N needs N >= 1 and 0 <= K < N (K counts from 0), found {self.shard_index}/{self.num_shards}"
+            )
+        if self.chunk_paragraphs < 1:
+            problems.append(f"chunk_paragraphs must be >= 1, found {self.chunk_paragraphs!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parses ``K/N`` (K counts from 0) into ``(K, N)``; range checks happen in AugmentConfig."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not match:
+        raise ConfigError(f"--shard must look like K/N (e.g. 0/4, K counts from 0), found {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def paragraph_rng(seed: int, paragraph_index: int) -> random.Random:
+    """The generator of one paragraph: depends on the seed and the paragraph's index in the file only.
+
+    So output does not depend on batch size, chunking or sharding.
+    """
+    return random.Random(f"pocketqa-augment:{seed}:{paragraph_index}")
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    """One input paragraph: its position in the file, article, context and questions."""
+
+    index: int
+    article: int
+    title: str
+    context: str
+    examples: tuple[Example, ...]
+
+
+def iter_paragraphs(path: str | os.PathLike) -> Iterator[Paragraph]:
+    """Validates a whole SQuAD file (SquadFormatError on the first problem), then yields its paragraphs.
+
+    Validation happens before the first paragraph is yielded, so a malformed file fails
+    before any model loads or any output is written. Paragraphs without questions are skipped.
+    """
+    from .squad import iter_examples
+
+    data = read_json(path)
+    examples = iter(list(iter_examples(data, source=str(path))))
+    index = 0
+    for a_idx, article in enumerate(data["data"]):
+        for paragraph in article["paragraphs"]:
+            group = tuple(next(examples) for _ in paragraph["qas"])
+            if group:
+                yield Paragraph(index, a_idx, group[0].title, paragraph["context"], group)
+            index += 1
+
+
+def _qa_json(ex: Example) -> dict:
+    return {
+        "id": ex.id,
+        "question": ex.question,
+        "answers": [{"text": a.text, "answer_start": a.start} for a in ex.answers],
+        "is_impossible": ex.is_impossible,
+    }
+
+
+def group_by_context(examples: Iterable[Example]) -> list[tuple[str, list[Example]]]:
+    """Consecutive examples sharing a context -> ``[(context, examples), ...]``."""
+    groups: list[tuple[str, list[Example]]] = []
+    for ex in examples:
+        if groups and groups[-1][0] == ex.context:
+            groups[-1][1].append(ex)
+        else:
+            groups.append((ex.context, [ex]))
+    return groups
+
+
+class SquadStreamWriter:
+    """Writes SQuAD 2.0 JSON paragraph by paragraph, closing each article as the next begins.
+
+    Memory stays bounded by one paragraph however large the output. The file is written
+    under a temporary name and renamed into place by ``close()``, so an interrupted run
+    never leaves a truncated file where a complete one is expected. ``.gz`` names are gzipped.
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: dict | None = None, version: str = "v2.0"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        if self.path.suffix == ".gz":  # level 6: ~3x faster than gzip's default 9, nearly as small
+            self._f = gzip.open(self._tmp, "wt", encoding="utf-8", compresslevel=6)
+        else:
+            self._f = open(self._tmp, "w", encoding="utf-8")
+        head = {"version": version}
+        if meta:
+            head["pocketqa_augment"] = meta
+        self._f.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "data": [')
+        self._article_key: object = None
+        self._n_articles = 0
+        self._n_paragraphs_in_article = 0
+        self.questions = 0
+        self.paragraphs = 0
+
+    def add_paragraph(self, article_key: object, title: str, context: str, examples: Sequence[Example]) -> None:
+        """Appends one paragraph; a new ``article_key`` closes the current article."""
+        if article_key != self._article_key or self._n_articles == 0:
+            if self._n_articles:
+                self._f.write("]}, ")
+            self._f.write('{"title": ' + json.dumps(title, ensure_ascii=False) + ', "paragraphs": [')
+            self._article_key = article_key
+            self._n_articles += 1
+            self._n_paragraphs_in_article = 0
+        if self._n_paragraphs_in_article:
+            self._f.write(", ")
+        paragraph = {"context": context, "qas": [_qa_json(ex) for ex in examples]}
+        self._f.write(json.dumps(paragraph, ensure_ascii=False))
+        self._n_paragraphs_in_article += 1
+        self.paragraphs += 1
+        self.questions += len(examples)
+
+    def close(self) -> None:
+        """Finishes the JSON and moves the file into place."""
+        self._f.write("]}]}\n" if self._n_articles else "]}\n")
+        self._f.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Drops the partial output."""
+        self._f.close()
+        if self._tmp.exists():
+            self._tmp.unlink()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def augment_paragraphs(
+    paragraphs: Iterable[Paragraph], source: CandidateSource, config: AugmentConfig
+) -> Iterator[tuple[Paragraph, list[Example]]]:
+    """Augments paragraphs chunk by chunk: one batched candidate call per chunk, then sampling.
+
+    Yields each input paragraph with its output examples (the original questions first
+    when ``config.include_original``), in input order.
+    """
+    for chunk in _chunks(paragraphs, config.chunk_paragraphs):
+        requests = []
+        for par in chunk:
+            requests.extend(candidate_requests(par.context, par.examples, config.augment_questions))
+        answers = source.candidates_many(requests) if requests else []
+        table = {(text, tuple(spans)): cands for (text, spans), cands in zip(requests, answers)}
+
+        def lookup(text: str, spans: Sequence[Span]) -> list[list[str]]:
+            return table[(text, tuple(spans))]
+
+        for par in chunk:
+            copies = augment_example_group(
+                par.context,
+                par.examples,
+                lookup,
+                paragraph_rng(config.seed, par.index),
+                config.factor,
+                config.replace_prob,
+                config.augment_questions,
+            )
+            yield par, (list(par.examples) if config.include_original else []) + copies
+
+
+def select_paragraphs(
+    data: str | os.PathLike, config: AugmentConfig, limit_paragraphs: int | None = None
+) -> list[Paragraph]:
+    """Validates ``data`` and keeps this shard's paragraphs (index ``i % num_shards == shard_index``).
+
+    Paragraph indices, and so the random draws, are those of the whole file, so a set of
+    shard outputs holds exactly the examples of one full run.
+    """
+    paragraphs = [par for par in iter_paragraphs(data) if par.index % config.num_shards == config.shard_index]
+    return paragraphs if limit_paragraphs is None else paragraphs[:limit_paragraphs]
+
+
+def write_augmented(
+    paragraphs: Sequence[Paragraph],
+    out: str | os.PathLike,
+    source: CandidateSource,
+    config: AugmentConfig,
+    progress: bool = True,
+    meta: dict | None = None,
+) -> dict:
+    """Augments ``paragraphs`` and streams the result to ``out`` as SQuAD 2.0 JSON (.json or .json.gz).
+
+    Args:
+        paragraphs: From ``select_paragraphs``.
+        out: Output path; written under a temporary name, renamed when complete.
+        source: Candidate lists for ``(text, spans)`` requests.
+        config: Factor, probability, seed, shard ...
+        progress: Show a tqdm bar.
+        meta: Extra fields for the ``pocketqa_augment`` header of the output.
+
+    Returns:
+        Counts: paragraphs and questions read and written.
+    """
+    header = {
+        "factor": config.factor,
+        "replace_prob": config.replace_prob,
+        "candidates": config.candidates,
+        "seed": config.seed,
+        "include_original": config.include_original,
+        "augment_questions": config.augment_questions,
+        "shard": f"{config.shard_index}/{config.num_shards}",
+        **(meta or {}),
+    }
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(paragraphs), desc="augment", unit="par")
+    stats = {"paragraphs_in": len(paragraphs), "questions_in": sum(len(p.examples) for p in paragraphs)}
+    try:
+        with SquadStreamWriter(out, meta=header) as writer:
+            for par, examples in augment_paragraphs(paragraphs, source, config):
+                for context, group in group_by_context(examples):
+                    writer.add_paragraph(par.article, par.title, context, group)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    stats.update(paragraphs_out=writer.paragraphs, questions_out=writer.questions)
+    return stats
+
+
+def augment_squad_file(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    source: CandidateSource,
+    config: AugmentConfig,
+    progress: bool = True,
+    limit_paragraphs: int | None = None,
+) -> dict:
+    """``select_paragraphs`` + ``write_augmented``: augments a SQuAD file (this shard of it) into ``out``."""
+    paragraphs = select_paragraphs(data, config, limit_paragraphs)
+    return write_augmented(paragraphs, out, source, config, progress, meta={"source": Path(data).name})
+
+
+def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
+    """Concatenates the shard outputs of one ``augment --shard K/N`` run into one SQuAD file.
+
+    Checks that the shards come from the same run (same settings), that each of 0..N-1 is
+    present once, and that no question id repeats; one shard is in memory at a time and
+    nothing is left at ``out`` when a check fails.
+
+    Raises:
+        PocketQAError: Naming the missing, repeated or mismatched shard.
+    """
+    if not shards:
+        raise ConfigError("--merge needs the shard files to merge")
+    seen_ids: set[str] = set()
+    seen_shards: set[int] = set()
+    settings = n = None
+    with SquadStreamWriter(out) as writer:
+        for s_idx, path in enumerate(shards):
+            data = read_json(path)
+            head = data.get("pocketqa_augment") if isinstance(data, dict) else None
+            if not isinstance(head, dict) or "shard" not in head:
+                raise PocketQAError(f"{path}: not a 'pocketqa augment --shard' output (no pocketqa_augment header)")
+            k, this_n = parse_shard(head["shard"])
+            these = {key: v for key, v in head.items() if key != "shard"}
+            if settings is None:
+                settings, n = these, this_n
+            elif these != settings or this_n != n:
+                raise PocketQAError(f"{path}: made by another run than {shards[0]} (settings or shard count differ)")
+            if k in seen_shards:
+                raise PocketQAError(f"{path}: shard {k}/{n} given twice")
+            seen_shards.add(k)
+            for a_idx, article in enumerate(data.get("data", [])):
+                title = article.get("title", "")
+                for paragraph in article["paragraphs"]:
+                    examples = []
+                    for qa in paragraph["qas"]:
+                        if qa["id"] in seen_ids:
+                            raise SquadFormatError(f"{path}: question id {qa['id']!r} also appears in an earlier shard")
+                        seen_ids.add(qa["id"])
+                        examples.append(
+                            Example(
+                                id=qa["id"],
+                                title=title,
+                                context=paragraph["context"],
+                                question=qa["question"],
+                                answers=tuple(Answer(a["text"], a["answer_start"]) for a in qa["answers"]),
+                                is_impossible=qa.get("is_impossible", False),
+                            )
+                        )
+                    writer.add_paragraph((s_idx, a_idx), title, paragraph["context"], examples)
+            del data
+        missing = sorted(set(range(n)) - seen_shards)
+        if missing:
+            raise PocketQAError(f"missing shard(s) {', '.join(f'{k}/{n}' for k in missing)}; run them, then merge again")
+    return {"shards": n, "paragraphs": writer.paragraphs, "questions": writer.questions}

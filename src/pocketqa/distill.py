@@ -1,0 +1,1238 @@
+"""TinyBERT two-stage distillation of an extractive-QA teacher into a smaller student.
+
+Stage 1 (intermediate layers, TinyBERT §3.1): the student imitates the teacher's
+embedding output, hidden states and attention matrices of mapped layers (MSE); a learned
+linear projection W_h bridges different widths. Stage 2 (prediction layer): the student
+imitates the teacher's start/end distributions (KL with temperature, over context + CLS
+positions only) mixed with the hard span loss. Each stage has its own visible loop.
+
+Fixed here, compared with the anchors:
+- the projection is created *before* the optimizer and is in it, so it trains (Haystack's
+  DistillationLoss makes its dim_mappings after ``initialize_optimizer``: they never move),
+  and it is saved next to the student (``distill_projection.safetensors``);
+- the KL ignores question and padding positions (Haystack softmaxes the whole window);
+- teacher logits are computed once and memory-mapped from a cache keyed by what they
+  depend on, instead of running the teacher every step of every epoch;
+- mismatched tokenizers, head counts or layer counts are reported up front, all at once.
+
+See docs/distillation.md for the choices and the numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, PocketQAError
+from .features import WindowConfig
+from .models import META_FILE, load_qa_model, load_tokenizer, resolve_model, save_qa_model, update_meta
+from .train import (
+    TrainData,
+    batch_order,
+    build_optimizer,
+    build_scheduler,
+    collate,
+    default_cache_dir,
+    epoch_seed,
+    file_sha256,
+    load_train_features,
+    warmup_steps_for,
+)
+
+STAGES = ("1", "2", "both")
+ATTENTION_TARGETS = ("scores", "probs")
+PRECISIONS = ("auto", "bf16", "fp32")
+PROJECTION_FILE = "distill_projection.safetensors"
+CACHE_FORMAT = 1  # bump when the on-disk layout of the teacher-logit cache changes
+
+# Names of the per-layer query / key projections, tried in order (BERT, RoBERTa, ELECTRA,
+# MiniLM, TinyBERT, MobileBERT use query/key; DistilBERT q_lin/k_lin; MPNet q/k).
+_QK_NAMES = (("query", "key"), ("q_lin", "k_lin"), ("q", "k"))
+
+
+# -- config ----------------------------------------------------------------------------
+
+
+@dataclass
+class DistillConfig:
+    """Everything ``pocketqa distill`` needs; recipe keys are these field names.
+
+    Defaults are card 2's (Haystack TinyBERT, see recipes/tinybert-6l-768d-squad2.yaml).
+    """
+
+    teacher: str | None = None
+    out: str | None = None
+    train: list[str] = field(default_factory=list)
+    stage1_train: list[str] = field(default_factory=list)  # default: ``train``
+    dev: str | None = None
+    stage: str = "both"
+    # student: a checkpoint, or layers picked from student_base, or a fresh small config
+    student: str | None = None
+    student_base: str | None = None  # default: the teacher
+    student_layers: int | None = None
+    hidden: int | None = None
+    heads: int | None = None
+    intermediate: int | None = None
+    # windows
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+    # optimisation (AdamW, linear warmup then linear decay, per stage)
+    batch_size: int = 26
+    stage1_epochs: int = 5
+    stage1_learning_rate: float = 5e-5
+    stage2_epochs: int = 5
+    stage2_learning_rate: float = 3e-5
+    max_steps: int | None = None  # per stage; for smoke runs
+    warmup: float = 0.2  # < 1: a fraction of the steps; >= 1: a number of steps
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    embeds_dropout: float = 0.1  # dropout on the encoder output before the QA head (stage 2)
+    # losses
+    temperature: float = 1.0
+    kd_weight: float = 1.0  # w: w * KD + (1 - w) * span loss
+    attention_loss: bool = True
+    attention_target: str = "scores"
+    layer_map: str | None = None  # "0:0,1:2,2:4,3:6"; default: uniform
+    # runtime
+    teacher_batch_size: int = 64
+    cache_dir: str | None = None
+    precision: str = "auto"
+    device: str | None = None
+    seed: int = 42
+    log_steps: int = 10
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, (str, os.PathLike)):
+            self.train = [str(self.train)]
+        if isinstance(self.stage1_train, (str, os.PathLike)):
+            self.stage1_train = [str(self.stage1_train)]
+        self.stage = str(self.stage)
+        problems = self._coerce_numbers()
+        if not self.teacher:
+            problems.append("teacher is required (--teacher DIR or hub id)")
+        if not self.out:
+            problems.append("out is required (--out DIR)")
+        if not self.train:
+            problems.append("train is required (--train FILE [FILE ...])")
+        if self.stage not in STAGES:
+            problems.append(f"stage must be one of {', '.join(STAGES)}, found {self.stage!r}")
+        fresh = [n for n in ("hidden", "heads", "intermediate") if getattr(self, n) is not None]
+        if self.student and (fresh or self.student_layers is not None):
+            problems.append(
+                f"student {self.student!r} is a checkpoint; drop {', '.join(fresh + ['student_layers'])} "
+                "or drop student to build one"
+            )
+        if self.hidden is not None and self.heads is not None and self.heads > 0 and self.hidden % self.heads:
+            problems.append(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        for name in ("batch_size", "teacher_batch_size", "log_steps", "student_layers", "hidden", "heads", "intermediate"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                problems.append(f"{name} must be a positive integer, found {value!r}")
+        for name in ("stage1_epochs", "stage2_epochs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                problems.append(f"{name} must be an integer >= 0, found {getattr(self, name)!r}")
+        for name in ("stage1_learning_rate", "stage2_learning_rate", "temperature"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0, found {getattr(self, name)!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1, found {self.max_steps}")
+        if not 0.0 <= self.kd_weight <= 1.0:
+            problems.append(f"kd_weight must be in [0, 1], found {self.kd_weight}")
+        if not 0.0 <= self.embeds_dropout < 1.0:
+            problems.append(f"embeds_dropout must be in [0, 1), found {self.embeds_dropout}")
+        if self.warmup < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            problems.append("warmup, weight_decay and max_grad_norm must be >= 0")
+        if self.attention_target not in ATTENTION_TARGETS:
+            problems.append(f"attention_target must be one of {', '.join(ATTENTION_TARGETS)}, found {self.attention_target!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, found {self.precision!r}")
+        if self.layer_map is not None:
+            try:
+                parse_layer_map(self.layer_map)
+            except ConfigError as e:
+                problems.append(str(e))
+        try:
+            self.window()
+        except ConfigError as e:
+            problems.append(str(e))
+        if problems:
+            raise ConfigError("invalid distill config: " + "; ".join(problems))
+
+    def window(self) -> WindowConfig:
+        return WindowConfig(self.max_seq_length, self.doc_stride, self.max_query_length)
+
+    def _coerce_numbers(self) -> list[str]:
+        """Turns numeric strings into numbers (YAML reads ``5e-5`` as a string) and
+        returns a message per value that is not a number where one is needed."""
+        problems = []
+        for f in fields(self):
+            kind = next((k for k in (int, float) if f.type.startswith(k.__name__)), None)
+            value = getattr(self, f.name)
+            if kind is None or value is None or isinstance(value, bool):
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                problems.append(f"{f.name} must be {'an integer' if kind is int else 'a number'}, found {value!r}")
+                setattr(self, f.name, f.default)
+                continue
+            if kind is int and not number.is_integer():
+                problems.append(f"{f.name} must be an integer, found {value!r}")
+                setattr(self, f.name, f.default)
+            else:
+                setattr(self, f.name, kind(number))
+        return problems
+
+
+def config_from_dict(values: dict, source: str = "recipe") -> DistillConfig:
+    """Builds a DistillConfig, naming every unknown key (with a guess) and every bad value."""
+    known = {f.name for f in fields(DistillConfig)}
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, sorted(known), n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(hints)}; known keys: {', '.join(sorted(known))}")
+    try:
+        return DistillConfig(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except TypeError as e:  # e.g. a number where a list was expected
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_recipe(path: str | os.PathLike) -> dict:
+    """Reads a YAML recipe into a plain dict (keys are DistillConfig field names)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of key: value")
+    return data
+
+
+# -- layer maps and compatibility ------------------------------------------------------
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
+    """TinyBERT's uniform map over hidden-state indices: 0 <-> 0 (embeddings), m <-> m*N/M.
+
+    Indices are 1-based for layers (hidden_states[m] is layer m's output), so a 3-layer
+    student of a 6-layer teacher maps 1->2, 2->4, 3->6. Needs N to be a multiple of M.
+    """
+    step = teacher_layers // student_layers
+    return [(m, m * step) for m in range(student_layers + 1)]
+
+
+def parse_layer_map(text: str) -> list[tuple[int, int]]:
+    """Parses ``"0:0,1:2,2:4"`` into [(0, 0), (1, 2), (2, 4)] (student:teacher)."""
+    pairs = []
+    for item in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", item)
+        if not m:
+            raise ConfigError(
+                f"layer_map {text!r}: expected student:teacher pairs like '0:0,1:2,2:4', found {item.strip()!r}"
+            )
+        pairs.append((int(m.group(1)), int(m.group(2))))
+    return pairs
+
+
+def pick_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """0-based teacher layers a student of ``student_layers`` starts from: the uniform map's
+    targets (6 -> 3 picks layers 1, 3, 5), so stage 1 asks layer m to imitate the layer it
+    was copied from."""
+    return [max(0, round(m * teacher_layers / student_layers) - 1) for m in range(1, student_layers + 1)]
+
+
+def _vocab_problem(teacher_tok, student_tok) -> str | None:
+    tv, sv = teacher_tok.get_vocab(), student_tok.get_vocab()
+    if tv != sv:
+        differ = sorted(t for t in tv.keys() | sv.keys() if tv.get(t) != sv.get(t))
+        shown = ", ".join(f"{t!r}: {tv.get(t)} vs {sv.get(t)}" for t in differ[:3])
+        return (
+            f"teacher and student tokenizers differ: vocabularies of {len(tv)} and {len(sv)} tokens, "
+            f"{len(differ)} token(s) missing or with other ids ({shown}); distillation compares token "
+            "positions, so the student needs the teacher's tokenizer (e.g. --student-base TEACHER --student-layers K)"
+        )
+    probe = "Hello World! ÉTÉ, naïve 1999 co-operate"
+    if teacher_tok(probe)["input_ids"] != student_tok(probe)["input_ids"]:
+        return (
+            "teacher and student tokenizers share a vocabulary but split text differently (casing, accents "
+            "or special tokens); use the teacher's tokenizer files for the student"
+        )
+    return None
+
+
+def _qk_modules(model) -> tuple[list, list] | None:
+    """Each layer's query and key projections, in layer order, or None when not found."""
+    named = list(model.named_modules())
+    n = model.config.num_hidden_layers
+    for q_name, k_name in _QK_NAMES:
+        queries = [m for name, m in named if name.endswith("." + q_name)]
+        keys = [m for name, m in named if name.endswith("." + k_name)]
+        if len(queries) == n and len(keys) == n:
+            return queries, keys
+    return None
+
+
+def check_pair(
+    teacher_config,
+    student_config,
+    teacher_tok,
+    student_tok,
+    layer_map: str | None = None,
+    attention_loss: bool = True,
+    stage1: bool = True,
+    teacher_model=None,
+    student_model=None,
+) -> list[tuple[int, int]]:
+    """Checks that a teacher and a student can be distilled; returns the layer map.
+
+    Raises:
+        ConfigError: Listing every problem found (tokenizers, layer counts, head counts).
+    """
+    problems = []
+    vocab = _vocab_problem(teacher_tok, student_tok)
+    if vocab:
+        problems.append(vocab)
+    n, m = teacher_config.num_hidden_layers, student_config.num_hidden_layers
+    pairs: list[tuple[int, int]] = []
+    if stage1:
+        if layer_map is not None:
+            pairs = parse_layer_map(layer_map)
+            bad = [f"{s}:{t}" for s, t in pairs if not (0 <= s <= m and 0 <= t <= n)]
+            if bad:
+                problems.append(
+                    f"layer_map pairs {', '.join(bad)} are out of range: student indices 0..{m}, teacher 0..{n} "
+                    "(0 = embeddings)"
+                )
+            dupes = sorted({s for s, _ in pairs if [p[0] for p in pairs].count(s) > 1})
+            if dupes:
+                problems.append(f"layer_map maps student index(es) {dupes} more than once")
+            if attention_loss and any(s > 0 and t == 0 for s, t in pairs):
+                problems.append("layer_map maps a student layer to the teacher's embeddings (0), which has no attention")
+        elif n % m:
+            suggestion = ",".join(f"{i}:{round(i * n / m)}" for i in range(m + 1))
+            problems.append(
+                f"teacher has {n} layers and student {m}: {n} is not a multiple of {m}, so there is no uniform "
+                f"layer map; pass one explicitly, e.g. --layer-map {suggestion}"
+            )
+        else:
+            pairs = uniform_layer_map(m, n)
+        if attention_loss:
+            th, sh = teacher_config.num_attention_heads, student_config.num_attention_heads
+            if th != sh:
+                problems.append(
+                    f"teacher has {th} attention heads and student {sh}: attention matrices cannot be compared "
+                    "head by head; give the student the same number of heads or pass --no-attention-loss"
+                )
+            for who, model in (("teacher", teacher_model), ("student", student_model)):
+                if model is not None and _qk_modules(model) is None:
+                    problems.append(
+                        f"{who} {type(model).__name__}: no per-layer query/key projections found "
+                        f"(looked for {', '.join(q + '/' + k for q, k in _QK_NAMES)}); pass --no-attention-loss"
+                    )
+    if problems:
+        raise ConfigError("cannot distil this teacher into this student: " + "; ".join(problems))
+    return pairs
+
+
+# -- students --------------------------------------------------------------------------
+
+
+def build_student(
+    base: str,
+    layers: int | None = None,
+    hidden: int | None = None,
+    heads: int | None = None,
+    intermediate: int | None = None,
+    seed: int = 0,
+):
+    """A QA student made from ``base`` (a teacher, or any HF encoder).
+
+    With only ``layers``: a copy of base with ``layers`` evenly spaced encoder layers (see
+    :func:`pick_layers`); embeddings, the kept layers and the QA head (when base has one)
+    keep their weights. With ``hidden``/``heads``/``intermediate``: base's config with
+    those sizes (and ``layers``), freshly initialised.
+
+    Returns:
+        (model, info) where info records how the student was made.
+    """
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    base_path = resolve_model(base)
+    torch.manual_seed(seed)  # a base encoder gets a fresh QA head: make it reproducible
+    source = load_qa_model(base_path)
+    config = copy.deepcopy(source.config)
+    fresh = {k: v for k, v in (("hidden_size", hidden), ("num_attention_heads", heads), ("intermediate_size", intermediate)) if v is not None}
+    n = config.num_hidden_layers
+    if layers is not None:
+        config.num_hidden_layers = layers
+    torch.manual_seed(seed)
+    if fresh:
+        for key, value in fresh.items():
+            setattr(config, key, value)
+        model = AutoModelForQuestionAnswering.from_config(config)
+        return model.eval(), {"base": str(base), "fresh": fresh, "layers": config.num_hidden_layers}
+    if layers is None or layers == n:
+        return source, {"base": str(base), "layers": n}
+    if layers > n:
+        raise ConfigError(f"student_layers ({layers}) must not exceed the {n} layers of {base}")
+    keep = pick_layers(n, layers)
+    new_index = {old: new for new, old in enumerate(keep)}
+    state = {}
+    for name, tensor in source.state_dict().items():
+        match = re.search(r"(^|\.)layer\.(\d+)\.", name)
+        if match is None:
+            state[name] = tensor
+        elif int(match.group(2)) in new_index:
+            i = new_index[int(match.group(2))]
+            state[name[: match.start(2)] + str(i) + name[match.end(2) :]] = tensor
+    model = AutoModelForQuestionAnswering.from_config(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise PocketQAError(
+            f"cannot pick layers of {base}: its weights are not named '...layer.N...' "
+            f"(missing {missing[:2]}, unexpected {unexpected[:2]}); build a fresh student with --hidden/--heads"
+        )
+    return model.eval(), {"base": str(base), "layers": layers, "picked_layers": keep}
+
+
+# -- attention taps (stage 1) ----------------------------------------------------------
+
+
+class QueryKeyTap:
+    """Captures each layer's query/key projections during a forward pass (forward hooks).
+
+    transformers 5 returns only post-softmax attentions, and only under the eager
+    implementation; recomputing ``Q Kᵀ / √d`` from the hooked projections gives the
+    pre-softmax scores TinyBERT distils, works with SDPA, and yields the probabilities
+    (before attention dropout) as well. Models that add a relative-position bias to the
+    scores (MPNet, DeBERTa) have that term left out.
+    """
+
+    def __init__(self, model, heads: int):
+        found = _qk_modules(model)
+        if found is None:
+            raise PocketQAError(f"{type(model).__name__}: no per-layer query/key projections to hook")
+        self.heads = heads
+        self._q: list = [None] * len(found[0])
+        self._k: list = [None] * len(found[1])
+        self._handles = []
+        for i, (q, k) in enumerate(zip(*found)):
+            self._handles.append(q.register_forward_hook(self._saver(self._q, i)))
+            self._handles.append(k.register_forward_hook(self._saver(self._k, i)))
+
+    @staticmethod
+    def _saver(store: list, i: int):
+        def hook(module, args, output):
+            store[i] = output
+
+        return hook
+
+    def attention(self, layer: int, mask, target: str = "scores"):
+        """Layer ``layer``'s (1-based) attention from the last forward pass.
+
+        Args:
+            layer: 1-based layer index.
+            mask: [batch, seq_len] bool, True for real tokens.
+            target: "scores" (pre-softmax, no mask added) or "probs" (softmax over real keys).
+
+        Returns:
+            [batch, heads, seq_len, seq_len] float tensor.
+        """
+        import torch
+
+        q, k = self._q[layer - 1], self._k[layer - 1]
+        b, length, width = q.shape
+        d = width // self.heads
+        q = q.view(b, length, self.heads, d).transpose(1, 2)
+        k = k.view(b, length, self.heads, d).transpose(1, 2)
+        scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(d)
+        if target == "scores":
+            return scores
+        scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(torch.float32).min)
+        return torch.softmax(scores, dim=-1)
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+# -- data (stage 1 and 2) --------------------------------------------------------------
+
+
+def load_data(
+    paths: Sequence[str | os.PathLike],
+    tokenizer,
+    window: WindowConfig,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> TrainData:
+    """Training windows of one or more SQuAD files, concatenated in order.
+
+    Each file goes through :func:`pocketqa.train.load_train_features`, so its windows
+    are tokenised once and read back from the feature cache on later runs.
+    """
+    parts = [load_train_features(p, tokenizer, window, cache_dir=cache_dir, progress=progress) for p in paths]
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [len(d.input_ids) for d in parts[:-1]])
+    examples = np.cumsum([0] + [d.n_examples for d in parts[:-1]])
+    types = [d.token_type_ids for d in parts]
+    return TrainData(
+        input_ids=np.concatenate([d.input_ids for d in parts]),
+        token_type_ids=None if any(t is None for t in types) else np.concatenate(types),
+        row_starts=np.concatenate([d.row_starts + o for d, o in zip(parts, offsets)]),
+        lengths=np.concatenate([d.lengths for d in parts]),
+        start_positions=np.concatenate([d.start_positions for d in parts]),
+        end_positions=np.concatenate([d.end_positions for d in parts]),
+        example_index=np.concatenate([d.example_index + e for d, e in zip(parts, examples)]),
+        n_examples=int(sum(d.n_examples for d in parts)),
+        data_sha256=hashlib.sha256("".join(d.data_sha256 for d in parts).encode()).hexdigest(),
+    )
+
+
+def answer_mask(data: TrainData, tokenizer) -> np.ndarray:
+    """Flat bool [total_tokens]: True at context tokens and at CLS, where an answer may be.
+
+    The same positions as ``features.offsets[i][j] is not None`` plus ``cls_index``, found
+    from the token ids alone via the tokenizer's pair template: context tokens follow the
+    first run of separator tokens after the question (``[SEP]`` for BERT, ``</s></s>`` for
+    RoBERTa) and stop before the trailing special tokens. Question and padding are False.
+    """
+    probe = tokenizer("a", "b")
+    ids, seq = probe["input_ids"], probe.sequence_ids()
+    first_ctx = seq.index(1)
+    last_q = max(i for i, s in enumerate(seq) if s == 0)
+    lead = seq.index(0)
+    middle = ids[last_q + 1 : first_ctx]
+    trailing = len(ids) - 1 - max(i for i, s in enumerate(seq) if s == 1)
+    cls_id = tokenizer.cls_token_id
+    if not middle:
+        raise PocketQAError(f"{type(tokenizer).__name__}: no separator between question and context in its pair template")
+    n_tokens = len(data.input_ids)
+    mask = np.zeros(n_tokens, dtype=bool)
+    # First separator at or after each window's question start.
+    sep_positions = np.flatnonzero(data.input_ids == middle[0])
+    first_sep = sep_positions[np.searchsorted(sep_positions, data.row_starts + lead)]
+    ctx_start = first_sep + len(middle)
+    ctx_end = data.row_starts + data.lengths - trailing
+    if np.any(ctx_start > ctx_end):
+        raise PocketQAError("could not locate the context in some training windows (is the tokenizer the one that made them?)")
+    delta = np.zeros(n_tokens + 1, dtype=np.int64)
+    np.add.at(delta, ctx_start, 1)
+    np.add.at(delta, ctx_end, -1)
+    mask[:] = np.cumsum(delta[:-1]) > 0
+    if cls_id is not None and cls_id in ids:
+        at = ids.index(cls_id)
+        pos = data.row_starts + at if at < lead else data.row_starts + data.lengths - (len(ids) - at)
+        mask[pos] = True
+    else:
+        mask[data.row_starts] = True  # make_features' fallback: position 0
+    return mask
+
+
+def gather_rows(flat: np.ndarray, data: TrainData, indices: np.ndarray, width: int, fill=0) -> np.ndarray:
+    """[len(indices), width] view of per-token values in ``data``'s flat layout (as collate)."""
+    lens = data.lengths[indices].astype(np.int64)
+    cols = np.arange(width)
+    inside = cols[None, :] < lens[:, None]
+    pos = data.row_starts[indices][:, None] + np.minimum(cols[None, :], lens[:, None] - 1)
+    return np.where(inside, flat[pos], fill)
+
+
+# -- teacher-logit cache (stage 2) -----------------------------------------------------
+
+
+def model_fingerprint(model_path: str) -> str | None:
+    """sha256 over a local model dir's config and weight files; None when not a local dir."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return None
+    files = sorted(p for pat in ("config.json", "*.safetensors", "*.bin") for p in path.glob(pat) if p.is_file())
+    files = [p for p in files if p.name != PROJECTION_FILE]
+    if not any(p.suffix in (".safetensors", ".bin") for p in files):
+        return None
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(p.name.encode() + b"\0" + file_sha256(p).encode())
+    return digest.hexdigest()
+
+
+def state_dict_fingerprint(model) -> str:
+    """sha256 over a loaded model's tensors (for teachers that are not local dirs)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's definition (vocab, normaliser, template).
+
+    The Rust tokenizer's truncation/padding state is left out: it changes whenever the
+    tokenizer is called with ``truncation=...`` and says nothing about the vocabulary.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
+    spec = json.loads(backend.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def windows_fingerprint(data: TrainData) -> str:
+    """sha256 of every window's token ids and segment ids: exactly what the teacher sees."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(data.lengths, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(data.input_ids, dtype=np.int32).tobytes())
+    if data.token_type_ids is not None:
+        digest.update(np.ascontiguousarray(data.token_type_ids, dtype=np.int8).tobytes())
+    return digest.hexdigest()
+
+
+def cache_key_parts(
+    teacher: str,
+    teacher_sha256: str,
+    tokenizer,
+    data_paths: Sequence[str | os.PathLike],
+    window: WindowConfig,
+    data: TrainData,
+    precision: str,
+) -> dict:
+    """What teacher logits depend on; a change in any part gives another key.
+
+    The window token ids already follow from tokenizer + data + window settings; they are
+    hashed too, so a change in how windows are cut (features.py) cannot reuse old logits.
+    """
+    return {
+        "format": CACHE_FORMAT,
+        "teacher": teacher_sha256,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "data": [file_sha256(p) for p in data_paths],
+        "window": window.to_dict(),
+        "windows": windows_fingerprint(data),
+        "precision": precision,
+        # names only serve the stale-cache message; they are not part of the key
+        "names": {"teacher": str(teacher), "data": [str(p) for p in data_paths]},
+    }
+
+
+def cache_key(parts: dict) -> str:
+    keyed = {k: v for k, v in parts.items() if k != "names"}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class TeacherLogits:
+    """The teacher's start/end logits of every training window, memory-mapped fp16.
+
+    Flat arrays in the layout of the training data (window i's logits start at
+    ``data.row_starts[i]``), so :func:`gather_rows` pads them like ``collate`` pads ids.
+    """
+
+    start: np.ndarray
+    end: np.ndarray
+    path: Path
+    key: str
+    status: str  # "hit"; "miss" (computed); "stale" (computed; an entry for the same names was outdated)
+    reason: str = ""
+
+
+def _open_cache_entry(entry: Path, key: str, n_tokens: int) -> TeacherLogits | None:
+    """The cached logits at ``entry`` if complete and made for ``key``, else None."""
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("key") != key:
+            return None
+        start = np.load(entry / "start.npy", mmap_mode="r", allow_pickle=False)
+        end = np.load(entry / "end.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, json.JSONDecodeError):
+        return None
+    if start.shape != (n_tokens,) or end.shape != (n_tokens,):
+        return None
+    return TeacherLogits(start, end, entry, key, "hit")
+
+
+def _stale_reason(root: Path, parts: dict) -> str:
+    """Names what changed when the cache holds an entry for the same teacher and data names."""
+    for manifest_path in sorted(root.glob("*/manifest.json")):
+        try:
+            old = json.loads(manifest_path.read_text(encoding="utf-8"))["parts"]
+        except (OSError, KeyError, TypeError, json.JSONDecodeError):
+            continue
+        if old.get("names") != parts["names"]:
+            continue
+        changed = [k for k in parts if k != "names" and old.get(k) != parts[k]]
+        if changed:
+            return f"cache entry {manifest_path.parent.name} for the same teacher and data is stale ({', '.join(changed)} changed)"
+    return ""
+
+
+def teacher_logits(
+    data: TrainData,
+    parts: dict,
+    cache_root: str | os.PathLike,
+    load_teacher: Callable[[], object],
+    batch_size: int = 64,
+    device: str = "cpu",
+    precision: str = "fp32",
+    pad_id: int = 0,
+    progress: bool = True,
+) -> TeacherLogits:
+    """Teacher start/end logits of every window: read from the cache, or computed once and cached.
+
+    ``load_teacher`` is only called on a miss, so a hit never loads or runs the teacher.
+    An entry is written into a temp dir and renamed into place, so an interrupted run
+    never leaves a half-written entry that a later run could take for a good one.
+
+    Args:
+        data: The training windows.
+        parts: :func:`cache_key_parts` of teacher, tokenizer, data and windows.
+        cache_root: Directory with one sub-directory per key.
+        load_teacher: Returns the teacher QA model (on ``device``, in eval mode).
+        batch_size / device / precision / pad_id: How to run the teacher on a miss.
+        progress: Show a tqdm bar while computing.
+    """
+    import torch
+
+    key = cache_key(parts)
+    root = Path(cache_root).expanduser()
+    entry = root / key[:32]
+    n_tokens = len(data.input_ids)
+    cached = _open_cache_entry(entry, key, n_tokens)
+    if cached is not None:
+        return cached
+    reason = _stale_reason(root, parts) if root.is_dir() else ""
+    teacher = load_teacher()
+    names = _input_names(teacher)
+    tmp = root / f".tmp-{key[:16]}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        start = np.lib.format.open_memmap(tmp / "start.npy", mode="w+", dtype=np.float16, shape=(n_tokens,))
+        end = np.lib.format.open_memmap(tmp / "end.npy", mode="w+", dtype=np.float16, shape=(n_tokens,))
+        order = np.argsort(-data.lengths, kind="stable")  # longest first: little padding, OOM shows early
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        for idx in _bar(batches, "teacher logits", progress):
+            batch = collate(data, idx, pad_id, names)
+            inputs = {k: torch.from_numpy(batch[k]).to(device) for k in names}
+            with torch.inference_mode(), _autocast(device, precision):
+                out = teacher(**inputs)
+            s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+            for row, w in enumerate(idx.tolist()):
+                a, n = data.row_starts[w], data.lengths[w]
+                start[a : a + n] = s[row, :n]
+                end[a : a + n] = e[row, :n]
+        start.flush()
+        end.flush()
+        del start, end
+        manifest = {"key": key, "parts": parts, "windows": len(data), "tokens": n_tokens, "dtype": "float16"}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if entry.exists():  # an incomplete or unreadable entry under our key
+            shutil.rmtree(entry)
+        os.replace(tmp, entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result = _open_cache_entry(entry, key, n_tokens)
+    result.status, result.reason = ("stale" if reason else "miss"), reason
+    return result
+
+
+def default_cache_root() -> Path:
+    """``$POCKETQA_CACHE/teacher-logits`` (default ``~/.cache/pocketqa/teacher-logits``)."""
+    return default_cache_dir() / "teacher-logits"
+
+
+# -- shared loop pieces ----------------------------------------------------------------
+
+
+def _input_names(model) -> list[str]:
+    """The inputs among input_ids / attention_mask / token_type_ids that ``model`` takes."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in params]
+
+
+def _autocast(device, precision: str):
+    import contextlib
+
+    import torch
+
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _resolve_precision(precision: str, device: str) -> str:
+    import torch
+
+    if precision != "auto":
+        return precision
+    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def _bar(items, desc: str, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="batch")
+
+
+class _Log:
+    """Appends one JSON line per logged step to ``log.jsonl``."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def __call__(self, **record) -> None:
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _total_steps(n_windows: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
+    total = math.ceil(n_windows / batch_size) * epochs
+    return min(total, max_steps) if max_steps else total
+
+
+# -- stage 1: intermediate layers ------------------------------------------------------
+
+
+def distill_intermediate(
+    student,
+    teacher,
+    data: TrainData,
+    layer_map: Sequence[tuple[int, int]],
+    projection=None,
+    attention_target: str | None = "scores",
+    epochs: int = 5,
+    learning_rate: float = 5e-5,
+    batch_size: int = 26,
+    warmup: float = 0.2,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+    max_steps: int | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    pad_id: int = 0,
+    seed: int = 42,
+    log: Callable[..., None] = lambda **_: None,
+    log_steps: int = 10,
+    progress: bool = True,
+) -> list[float]:
+    """TinyBERT stage 1: the student's embeddings, hidden states and attentions imitate the teacher's.
+
+    loss = Σ_(s,t) hidden_mse(H_s W_h, H_t, real tokens)   over the layer map (0 = embeddings)
+         + Σ_(s,t), s>0 attention_mse(A_s, A_t, real tokens)  (unless attention_target is None)
+
+    Args:
+        student / teacher: QA models (only their encoders run); the teacher stays frozen.
+        data: Training windows (labels unused).
+        layer_map: (student, teacher) hidden-state indices, e.g. [(0, 0), (1, 2), (2, 4)].
+        projection: ``nn.Linear(student_width, teacher_width)`` when the widths differ; it
+            is in the optimizer with the student, so it trains.
+        attention_target: "scores" (pre-softmax), "probs" (post-softmax), or None.
+
+    Returns:
+        The loss of every step.
+    """
+    import torch
+
+    from .losses import attention_mse, hidden_mse
+
+    torch.manual_seed(seed)
+    student.to(device).train()
+    teacher.to(device).eval().requires_grad_(False)
+    extra = []
+    if projection is not None:
+        projection.to(device).train()
+        extra = list(projection.parameters())
+    total = _total_steps(len(data), batch_size, epochs, max_steps)
+    optimizer = build_optimizer(student, learning_rate, weight_decay, extra_params=extra)
+    scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
+    s_names, t_names = _input_names(student.base_model), _input_names(teacher.base_model)
+    names = sorted(set(s_names) | set(t_names))
+    taps = None
+    if attention_target is not None:
+        taps = (QueryKeyTap(student, student.config.num_attention_heads), QueryKeyTap(teacher, teacher.config.num_attention_heads))
+    params = list(student.parameters()) + extra
+    losses: list[float] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="stage 1: intermediate layers", unit="step")
+    try:
+        step = 0
+        for epoch in range(epochs):
+            for idx in batch_order(data.lengths, batch_size, epoch_seed(seed, epoch)):
+                if step >= total:
+                    break
+                batch = {k: torch.from_numpy(v).to(device) for k, v in collate(data, idx, pad_id, names).items()}
+                mask = batch["attention_mask"].bool()
+                with torch.no_grad(), _autocast(device, precision):
+                    t_out = teacher.base_model(**{k: batch[k] for k in t_names}, output_hidden_states=True)
+                    t_att = {t: taps[1].attention(t, mask, attention_target) for s, t in layer_map if s > 0} if taps else {}
+                with _autocast(device, precision):
+                    s_out = student.base_model(**{k: batch[k] for k in s_names}, output_hidden_states=True)
+                hid = sum(hidden_mse(s_out.hidden_states[s], t_out.hidden_states[t], projection, mask) for s, t in layer_map)
+                att = torch.zeros((), device=mask.device)
+                if taps:
+                    for s, t in layer_map:
+                        if s > 0:
+                            att = att + attention_mse(taps[0].attention(s, mask, attention_target), t_att[t], mask)
+                loss = hid + att
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                losses.append(loss.item())
+                if not math.isfinite(losses[-1]):
+                    raise PocketQAError(f"stage 1 loss became {losses[-1]} at step {step}; lower the learning rate or use --precision fp32")
+                if step % log_steps == 0 or step == total:
+                    lr = scheduler.get_last_lr()[0]
+                    log(stage=1, epoch=epoch, step=step, loss=losses[-1], hidden=hid.item(), attention=att.item(), lr=lr)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    finally:
+        if taps:
+            for tap in taps:
+                tap.close()
+        if bar is not None:
+            bar.close()
+    student.eval()
+    return losses
+
+
+# -- stage 2: prediction layer ---------------------------------------------------------
+
+
+def distill_prediction(
+    student,
+    logits: TeacherLogits,
+    data: TrainData,
+    mask: np.ndarray,
+    temperature: float = 1.0,
+    kd_weight: float = 1.0,
+    epochs: int = 5,
+    learning_rate: float = 3e-5,
+    batch_size: int = 26,
+    warmup: float = 0.2,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+    embeds_dropout: float = 0.0,
+    max_steps: int | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    pad_id: int = 0,
+    seed: int = 42,
+    log: Callable[..., None] = lambda **_: None,
+    log_steps: int = 10,
+    progress: bool = True,
+) -> list[float]:
+    """Stage 2: the student's start/end distributions imitate the (cached) teacher's.
+
+    loss = w · ½(KL_T(start) + KL_T(end)) + (1 − w) · span_loss, with KL_T the
+    :func:`~pocketqa.losses.masked_kl_div` over context tokens and CLS.
+
+    Args:
+        student: A QA model, trained in place.
+        logits: The teacher's logits of ``data``'s windows.
+        data: Training windows with labels.
+        mask: :func:`answer_mask` of ``data`` (flat bool).
+        embeds_dropout: Dropout on the encoder output right before the QA head while
+            training (Haystack's ``embeds_dropout_prob``); 0 turns it off.
+
+    Returns:
+        The loss of every step.
+    """
+    import torch
+
+    from .losses import masked_kl_div, span_loss
+
+    torch.manual_seed(seed)
+    student.to(device).train()
+    names = _input_names(student)
+    total = _total_steps(len(data), batch_size, epochs, max_steps)
+    optimizer = build_optimizer(student, learning_rate, weight_decay)
+    scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
+    hook = None
+    if embeds_dropout > 0:
+        head = getattr(student, "qa_outputs", None)
+        if head is None:
+            raise ConfigError(f"embeds_dropout needs a 'qa_outputs' head; {type(student).__name__} has none (set embeds_dropout: 0)")
+        hook = head.register_forward_pre_hook(
+            lambda module, args: (torch.nn.functional.dropout(args[0], embeds_dropout, module.training), *args[1:])
+        )
+    losses: list[float] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="stage 2: prediction layer", unit="step")
+    try:
+        step = 0
+        for epoch in range(epochs):
+            for idx in batch_order(data.lengths, batch_size, epoch_seed(seed, epoch)):
+                if step >= total:
+                    break
+                arrays = collate(data, idx, pad_id, names)
+                width = arrays["input_ids"].shape[1]
+                batch = {k: torch.from_numpy(arrays[k]).to(device) for k in names}
+                valid = torch.from_numpy(gather_rows(mask, data, idx, width, False)).to(device)
+                t_start = torch.from_numpy(gather_rows(logits.start, data, idx, width).astype(np.float32)).to(device)
+                t_end = torch.from_numpy(gather_rows(logits.end, data, idx, width).astype(np.float32)).to(device)
+                starts = torch.from_numpy(arrays["start_positions"]).to(device)
+                ends = torch.from_numpy(arrays["end_positions"]).to(device)
+                with _autocast(device, precision):
+                    out = student(**batch)
+                kd = (
+                    masked_kl_div(out.start_logits, t_start, valid, temperature)
+                    + masked_kl_div(out.end_logits, t_end, valid, temperature)
+                ) / 2
+                hard = span_loss(out.start_logits, out.end_logits, starts, ends)
+                loss = kd_weight * kd + (1 - kd_weight) * hard
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                losses.append(loss.item())
+                if not math.isfinite(losses[-1]):
+                    raise PocketQAError(f"stage 2 loss became {losses[-1]} at step {step}; lower the learning rate or use --precision fp32")
+                if step % log_steps == 0 or step == total:
+                    lr = scheduler.get_last_lr()[0]
+                    log(stage=2, epoch=epoch, step=step, loss=losses[-1], kd=kd.item(), span=hard.item(), lr=lr)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    finally:
+        if hook is not None:
+            hook.remove()
+        if bar is not None:
+            bar.close()
+    student.eval()
+    return losses
+
+
+# -- the command -----------------------------------------------------------------------
+
+
+def save_student(model, tokenizer, out_dir: str | os.PathLike, meta: dict, projection=None) -> Path:
+    """Saves the student (HF format + tokenizer + pocketqa.json) and the stage-1 projection.
+
+    Files are written into a temp dir and then moved into place one by one, so a crash
+    never leaves a truncated weight file where a good one was.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".saving-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_qa_model(model, tokenizer, tmp)
+        if projection is not None:
+            from safetensors.torch import save_file
+
+            state = {k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
+            save_file(state, str(tmp / PROJECTION_FILE), metadata={"maps": "student hidden -> teacher hidden"})
+        for f in tmp.iterdir():
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    update_meta(out_dir, **meta)
+    return out_dir
+
+
+def load_projection(model_dir: str | os.PathLike):
+    """The stage-1 projection saved next to a student, as an ``nn.Linear`` (None if absent)."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(model_dir) / PROJECTION_FILE
+    if not path.is_file():
+        return None
+    state = load_file(str(path))
+    out_dim, in_dim = state["weight"].shape
+    layer = torch.nn.Linear(in_dim, out_dim)
+    layer.load_state_dict(state)
+    return layer
+
+
+def _preflight(cfg: DistillConfig) -> None:
+    problems = []
+    for p in [*cfg.train, *cfg.stage1_train, *([cfg.dev] if cfg.dev else [])]:
+        if not Path(p).is_file():
+            problems.append(f"{p}: no such data file")
+    out = Path(cfg.out)
+    if out.is_file():
+        problems.append(f"{out} is a file; --out must be a directory")
+    elif out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        problems.append(f"{out} exists and is not empty; pass --overwrite or choose another --out")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[str, str], object] | None = None) -> dict:
+    """Runs stage 1, stage 2 or both as configured; returns a summary (also in pocketqa.json).
+
+    Stage 1 alone writes its student to ``out``; both stages write stage 1 to
+    ``out/stage1`` and the final student to ``out``; stage 2 starts from stage 1's
+    student. Everything that can be checked before training is, and reported at once.
+
+    Args:
+        cfg: The configuration.
+        progress: Show tqdm bars.
+        load_teacher: ``(path, device) -> model``; default :func:`load_qa_model` (tests
+            pass a counting wrapper).
+    """
+    import torch
+    from transformers import AutoConfig
+
+    _preflight(cfg)
+    load_teacher = load_teacher or (lambda path, device: load_qa_model(path, device=device))
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = _resolve_precision(cfg.precision, device)
+    window = cfg.window()
+    out = Path(cfg.out)
+    teacher_path = resolve_model(cfg.teacher)
+    teacher_config = AutoConfig.from_pretrained(teacher_path)
+    teacher_tok = load_tokenizer(teacher_path)
+    if cfg.student:
+        student_path = resolve_model(cfg.student)
+        student, student_info = load_qa_model(student_path), {"checkpoint": str(cfg.student)}
+    else:
+        student_path = resolve_model(cfg.student_base or cfg.teacher)
+        student, student_info = build_student(
+            student_path, cfg.student_layers, cfg.hidden, cfg.heads, cfg.intermediate, seed=cfg.seed
+        )
+    tokenizer = load_tokenizer(student_path)
+    run_stage1, run_stage2 = cfg.stage in ("1", "both"), cfg.stage in ("2", "both")
+    attention = cfg.attention_loss and run_stage1
+    teacher = load_teacher(teacher_path, device) if run_stage1 else None
+    layer_map = check_pair(
+        teacher_config, student.config, teacher_tok, tokenizer, cfg.layer_map, attention, run_stage1,
+        teacher_model=teacher, student_model=student,
+    )
+    if cfg.overwrite and out.is_dir():
+        for name in ("log.jsonl", META_FILE):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    log = _Log(out / "log.jsonl")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    recipe = asdict(cfg)
+    summary: dict = {"student": student_info, "teacher": str(cfg.teacher), "device": device, "precision": precision}
+
+    if run_stage1:
+        data = load_data(cfg.stage1_train or cfg.train, tokenizer, window, cfg.cache_dir, progress)
+        projection = None
+        if student.config.hidden_size != teacher_config.hidden_size:
+            torch.manual_seed(cfg.seed)
+            projection = torch.nn.Linear(student.config.hidden_size, teacher_config.hidden_size)
+        t0 = time.perf_counter()
+        losses = distill_intermediate(
+            student, teacher, data, layer_map, projection,
+            attention_target=cfg.attention_target if attention else None,
+            epochs=cfg.stage1_epochs, learning_rate=cfg.stage1_learning_rate, batch_size=cfg.batch_size,
+            warmup=cfg.warmup, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+            max_steps=cfg.max_steps, device=device, precision=precision, pad_id=pad_id, seed=cfg.seed,
+            log=log, log_steps=cfg.log_steps, progress=progress,
+        )
+        teacher = None  # free its memory before stage 2
+        summary["stage1"] = {
+            "windows": len(data), "steps": len(losses), "seconds": round(time.perf_counter() - t0, 1),
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "layer_map": [list(p) for p in layer_map], "projection": projection is not None,
+            "attention": cfg.attention_target if attention else None,
+        }
+        stage1_dir = out / "stage1" if run_stage2 else out
+        meta = {"recipe": recipe, "window": window.to_dict(), "distill": {"stage": 1, **summary}}
+        save_student(student, tokenizer, stage1_dir, meta, projection=projection)
+
+    if run_stage2:
+        data = load_data(cfg.train, tokenizer, window, cfg.cache_dir, progress)
+        teacher_sha = model_fingerprint(teacher_path)
+        held = {}
+        if teacher_sha is None:  # a hub id: hash the loaded tensors instead of files
+            held["teacher"] = load_teacher(teacher_path, "cpu")
+            teacher_sha = state_dict_fingerprint(held["teacher"])
+
+        def get_teacher():
+            model = held.pop("teacher", None) or load_teacher(teacher_path, device)
+            return model.to(device).eval()
+
+        parts = cache_key_parts(cfg.teacher, teacher_sha, tokenizer, cfg.train, window, data, precision)
+        cache_root = Path(cfg.cache_dir) / "teacher-logits" if cfg.cache_dir else default_cache_root()
+        t0 = time.perf_counter()
+        logits = teacher_logits(data, parts, cache_root, get_teacher, cfg.teacher_batch_size, device, precision, pad_id, progress)
+        held.clear()
+        if logits.reason:
+            print(f"pocketqa distill: teacher-logit {logits.reason}; recomputed")
+        cache_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        losses = distill_prediction(
+            student, logits, data, answer_mask(data, tokenizer), temperature=cfg.temperature,
+            kd_weight=cfg.kd_weight, epochs=cfg.stage2_epochs, learning_rate=cfg.stage2_learning_rate,
+            batch_size=cfg.batch_size, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm, embeds_dropout=cfg.embeds_dropout, max_steps=cfg.max_steps,
+            device=device, precision=precision, pad_id=pad_id, seed=cfg.seed, log=log,
+            log_steps=cfg.log_steps, progress=progress,
+        )
+        summary["stage2"] = {
+            "windows": len(data), "steps": len(losses), "seconds": round(time.perf_counter() - t0, 1),
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "teacher_cache": {
+                "status": logits.status, "key": logits.key, "path": str(logits.path),
+                "seconds": round(cache_seconds, 1), "reason": logits.reason,
+            },
+        }
+        meta = {"recipe": recipe, "window": window.to_dict(), "distill": {"stage": 2, **summary}}
+        save_student(student, tokenizer, out, meta)
+        if cfg.dev:
+            from .answerer import QuestionAnswerer
+            from .evaluation import evaluate_model
+
+            qa = QuestionAnswerer.from_pretrained(str(out), device=device, threshold=0.0)
+            summary["dev"] = evaluate_model(qa, cfg.dev, save_threshold=True, model_arg=str(out))["scores"]
+            update_meta(out, metrics=summary["dev"], distill={"stage": 2, **summary})
+    summary["out"] = str(out)
+    return summary

@@ -1,0 +1,635 @@
+"""ONNX export, int8 quantization, parity check, and the ONNX Runtime inference backend.
+
+``export_model`` turns a PyTorch QA checkpoint into a directory that
+``QuestionAnswerer.from_pretrained`` loads onto ONNX Runtime: one graph ``model.onnx``
+(fp32, or int8 with ``int8=True``), the tokenizer, ``config.json``, ``pocketqa.json``
+(window and threshold copied from the source) and ``export.json`` (sizes, settings,
+parity results).
+
+The graph comes from the TorchScript exporter (``torch.onnx.export(dynamo=False)``),
+which traces BERT-style encoders reliably; the batch and sequence axes stay dynamic.
+Optional offline fusion uses ``onnxruntime.transformers.optimizer`` where it has rules
+for the model type (BERT: fused Attention, EmbedLayerNorm, SkipLayerNorm, BiasGelu);
+other types (MobileBERT) are left to ONNX Runtime's own session-time optimisation.
+Every graph is checked against PyTorch before it is kept: fp32 must reproduce the
+logits within ``FP32_TOLERANCE`` and give identical answers; for int8 the share of
+identical answers and the EM/F1 change are measured and stored.
+
+optimum could do the export, but it pins transformers < 4.58 and pocketqa supports 5.x.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PocketQAError, missing_extra
+from .squad import Answer, Example, write_json_atomic
+
+MODEL_FILE = "model.onnx"
+FP32_FILE = "model_fp32.onnx"
+EXPORT_FILE = "export.json"
+OUTPUT_NAMES = ("start_logits", "end_logits")
+DEFAULT_OPSET = 17  # first opset with LayerNormalization; onnxruntime >= 1.14 runs it
+MIN_OPSET = 11  # below it the exporter cannot express BERT's dynamic slices
+FP32_TOLERANCE = 1e-4  # max |logit difference| accepted between PyTorch and fp32 ONNX
+
+# int8 defaults, chosen by measurement (bench/int8_accuracy.py --sweep; pretrained MiniLM-L6
+# encoder, 150 SQuAD 2.0 dev questions, answers identical to PyTorch): per-channel scales
+# 64% vs 39% per-tensor; 7-bit reduce_range lowered it (58% / 19%) and only helps old
+# AVX2-only CPUs where u8s8 products can saturate; keeping the QA head MatMul (hidden x 2
+# weights: no size or speed cost) in fp32 raised it to 69%. Re-check on each fine-tuned model.
+INT8_PER_CHANNEL = True
+INT8_REDUCE_RANGE = False
+INT8_KEEP_HEAD_FP32 = True
+
+_ORT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise missing_extra("onnxruntime", "onnx") from None
+    return onnxruntime
+
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's load/run exceptions (InvalidProtobuf, Fail, NoSuchFile...), which are not RuntimeErrors."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("InvalidProtobuf", "Fail", "NoSuchFile", "InvalidGraph", "InvalidArgument", "RuntimeException",
+             "NotImplemented")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n)) + (RuntimeError,)
+
+
+# -- inference backend ----------------------------------------------------------------
+
+
+class OnnxBackend:
+    """Runs an exported QA graph on ONNX Runtime (the ``Backend`` protocol of answerer.py).
+
+    Attributes:
+        input_names: The inputs the graph declares (only these are fed).
+        path: The .onnx file.
+    """
+
+    def __init__(self, session, path: Path):
+        self.session = session
+        self.path = path
+        inputs = session.get_inputs()
+        self.input_names = [i.name for i in inputs]
+        # Fused graphs may declare int32 ids; pad_batch produces int64.
+        self._dtypes = {i.name: _ORT_DTYPES.get(i.type, np.int64) for i in inputs}
+        outputs = {o.name for o in session.get_outputs()}
+        missing = [n for n in OUTPUT_NAMES if n not in outputs]
+        if missing:
+            raise PocketQAError(
+                f"{path}: graph has no output(s) {', '.join(missing)} (found {', '.join(sorted(outputs))}); "
+                "re-export it with pocketqa export"
+            )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> OnnxBackend:
+        """Opens one .onnx file; a missing or unreadable file raises PocketQAError naming it."""
+        ort = _ort()
+        path = Path(path)
+        if not path.is_file():
+            raise PocketQAError(f"{path}: no such ONNX file; export one with: pocketqa export --model DIR --out DIR")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0 = onnxruntime's default (all physical cores)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: ORT's warnings are about graph internals, not user input
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except _ort_errors() as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PocketQAError(
+                f"{path}: not a loadable ONNX model ({type(e).__name__}: {first}); "
+                "the file is corrupt or incomplete, re-export it with pocketqa export"
+            ) from None
+        return cls(session, path)
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike, threads: int | None = None) -> OnnxBackend:
+        """Opens the graph of an exported directory: ``model.onnx``, else its only *.onnx file."""
+        path = Path(path)
+        graph = path / MODEL_FILE
+        if not graph.is_file():
+            found = sorted(p.name for p in path.glob("*.onnx"))
+            if len(found) != 1:
+                listed = ", ".join(found) if found else "none"
+                raise PocketQAError(f"{path}: no {MODEL_FILE} (other .onnx files: {listed}); re-export with pocketqa export")
+            graph = path / found[0]
+        return cls.from_file(graph, threads=threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        missing = [n for n in self.input_names if n not in batch]
+        if missing:
+            raise PocketQAError(f"{self.path}: graph needs input(s) {', '.join(missing)} that the tokenizer did not produce")
+        feed = {n: np.ascontiguousarray(batch[n], dtype=self._dtypes[n]) for n in self.input_names}
+        try:
+            start, end = self.session.run(list(OUTPUT_NAMES), feed)
+        except _ort_errors() as e:
+            shape = feed[self.input_names[0]].shape
+            raise PocketQAError(f"{self.path}: onnxruntime failed on a batch of shape {shape}: "
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        return start.astype(np.float32, copy=False), end.astype(np.float32, copy=False)
+
+
+# -- sample questions for the parity check -----------------------------------------------
+
+
+def _sample(qid: str, context: str, question: str, answer: str | None) -> Example:
+    answers = () if answer is None else (Answer(answer, context.index(answer)),)
+    return Example(id=qid, title="sample", context=context, question=question, answers=answers,
+                   is_impossible=answer is None)
+
+
+_LIGHTHOUSE = (
+    "The lighthouse on the northern cape was built in 1874 by the harbour board. Its lamp was first "
+    "fuelled by whale oil, then by paraffin, and it was electrified in 1931. The last keeper, Ingrid "
+    "Sand, left the station in 1989, when the light was automated and its beam range cut to 18 miles."
+)
+_RIVER = (
+    "The river rises in the eastern hills and flows west for about 240 kilometres before reaching the "
+    "sea at Port Aller. Three dams regulate it, the oldest of which was completed in 1952. In spring "
+    "the melting snow can raise the water level at the delta by more than two metres, and the old town "
+    "is protected by a stone embankment that was rebuilt after the great flood of 1967. Salmon return "
+    "to the upper reaches each autumn, and a ladder beside the lowest dam lets them pass it."
+)
+_SHORT = "Marta wrote the report in Lisbon."
+
+SAMPLE_EXAMPLES = (
+    _sample("sample-1", _LIGHTHOUSE, "When was the lighthouse built?", "1874"),
+    _sample("sample-2", _LIGHTHOUSE, "Who was the last keeper?", "Ingrid Sand"),
+    _sample("sample-3", _LIGHTHOUSE, "What fuelled the lamp after paraffin?", None),
+    _sample("sample-4", _RIVER, "How long is the river?", "about 240 kilometres"),
+    _sample("sample-5", _RIVER, "When was the embankment rebuilt?", "after the great flood of 1967"),
+    _sample("sample-6", _RIVER, "Which fish return to the upper reaches?", "Salmon"),
+    _sample("sample-7", _RIVER, "Who designed the newest dam?", None),
+    _sample("sample-8", _SHORT, "Where was the report written?", "Lisbon"),
+)
+
+
+# -- parity -----------------------------------------------------------------------------
+
+
+def _with_backend(qa, backend):
+    from .answerer import QuestionAnswerer
+
+    return QuestionAnswerer(
+        backend, qa.tokenizer, window=qa.window, threshold=qa.threshold, n_best=qa.n_best,
+        max_answer_length=qa.max_answer_length, batch_size=qa.batch_size, name=qa.name, meta=qa.meta,
+    )
+
+
+def _scores(examples, decoded, threshold: float) -> dict:
+    from .evaluation import score_decoded
+
+    s = score_decoded(examples, decoded, threshold)
+    return {k: float(s[k]) for k in ("exact", "f1", "best_exact", "best_f1")}
+
+
+def compare_answerers(reference, candidates: dict, examples: Sequence[Example], progress: bool = False) -> dict:
+    """Runs a reference answerer and candidates on the same windows; compares logits, answers, scores.
+
+    All must share tokenizer and window settings (only the backend differs); the
+    reference runs once. Logits are compared on real tokens only (padding is trimmed,
+    as in decoding).
+
+    Args:
+        reference: The QuestionAnswerer to compare against (PyTorch).
+        candidates: {name: QuestionAnswerer}.
+        examples: The questions.
+
+    Returns:
+        {name: {"examples", "windows", "max_abs_diff", "answers_identical" (share, answers at
+        the reference's threshold), "n_differing", "differing_ids" (up to 10), "reference"/"candidate"
+        (EM/F1 at the threshold and best), "delta_exact", "delta_f1"}}.
+    """
+    from .decode import decode_features
+    from .features import make_features
+
+    examples = list(examples)
+    features = make_features(examples, reference.tokenizer, reference.window)
+    threshold = reference.threshold
+
+    def run(qa):
+        starts, ends = qa.logits(features, progress=progress)
+        decoded = decode_features(examples, features, starts, ends, n_best=qa.n_best,
+                                  max_answer_length=qa.max_answer_length)
+        return starts, ends, decoded
+
+    ref_starts, ref_ends, ref_decoded = run(reference)
+    ref_scores = _scores(examples, ref_decoded, threshold)
+    results = {}
+    for name, qa in candidates.items():
+        starts, ends, decoded = run(qa)
+        max_diff = 0.0
+        for ref, cand in ((ref_starts, starts), (ref_ends, ends)):
+            for a, b in zip(ref, cand):
+                max_diff = max(max_diff, float(np.max(np.abs(a - b))))
+        differing = [ex.id for ex, r, c in zip(examples, ref_decoded, decoded) if r.answer(threshold) != c.answer(threshold)]
+        scores = _scores(examples, decoded, threshold)
+        results[name] = {
+            "examples": len(examples),
+            "windows": len(features),
+            "max_abs_diff": max_diff,
+            "answers_identical": 1.0 - len(differing) / max(len(examples), 1),
+            "n_differing": len(differing),
+            "differing_ids": differing[:10],
+            "threshold": threshold,
+            "reference": ref_scores,
+            "candidate": scores,
+            "delta_exact": scores["exact"] - ref_scores["exact"],
+            "delta_f1": scores["f1"] - ref_scores["f1"],
+        }
+    return results
+
+
+def check_parity(
+    torch_dir: str | os.PathLike,
+    onnx_dir: str | os.PathLike,
+    examples: Sequence[Example] | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Compares an exported directory with the PyTorch checkpoint it came from.
+
+    Args:
+        torch_dir: The PyTorch model directory.
+        onnx_dir: The directory written by ``export_model`` (its pocketqa.json settings apply).
+        examples: Questions to compare on (default: a few built-in sample questions).
+        threads: CPU threads for both runtimes.
+
+    Returns:
+        The comparison of ``compare_answerers`` plus "passed_fp32": whether logits agree within
+        ``FP32_TOLERANCE`` and all answers are identical (the bar for an fp32 export).
+    """
+    from .answerer import QuestionAnswerer
+
+    onnx_qa = QuestionAnswerer.from_pretrained(onnx_dir, threads=threads)
+    if not isinstance(onnx_qa.backend, OnnxBackend):
+        raise PocketQAError(f"{onnx_dir}: holds no .onnx graph; export one first with pocketqa export")
+    torch_qa = QuestionAnswerer.from_pretrained(torch_dir, device="cpu", threads=threads, threshold=onnx_qa.threshold,
+                                               **onnx_qa.window.to_dict())
+    examples = SAMPLE_EXAMPLES if examples is None else examples
+    result = compare_answerers(torch_qa, {"onnx": onnx_qa}, examples, progress=progress)["onnx"]
+    result["passed_fp32"] = _fp32_ok(result)
+    return result
+
+
+def _fp32_ok(result: dict) -> bool:
+    return result["max_abs_diff"] <= FP32_TOLERANCE and result["answers_identical"] == 1.0
+
+
+# -- export -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silences the exporter's and optimizer's expected chatter (tracer warnings, fusion logs).
+
+    The tracer warns about Python bools taken from shapes (transformers' mask helpers);
+    they are harmless here because every graph is checked against PyTorch afterwards.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def model_input_names(model, tokenizer) -> list[str]:
+    """The inputs to export: those the tokenizer produces that the model's forward takes."""
+    params = inspect.signature(model.forward).parameters
+    names = [n for n in tokenizer.model_input_names if n in params]
+    if "input_ids" not in names:
+        raise PocketQAError(
+            f"{type(model).__name__}.forward does not take input_ids from the tokenizer "
+            f"(tokenizer gives {tokenizer.model_input_names}); pocketqa exports token-id QA models only"
+        )
+    return names
+
+
+def _graph_module(model, input_names: list[str]):
+    """Wraps the HF model as positional inputs -> (start_logits, end_logits) for tracing."""
+    import torch
+
+    class QAGraph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs):
+            out = self.model(**dict(zip(input_names, inputs)), return_dict=True)
+            return out.start_logits, out.end_logits
+
+    return QAGraph().eval()
+
+
+def export_graph(model, input_names: list[str], dummy: dict[str, np.ndarray], path: Path, opset: int) -> str:
+    """Writes the fp32 ONNX graph with dynamic batch and sequence axes.
+
+    Tries the TorchScript exporter first (robust for BERT/MobileBERT, needs no extra
+    packages), then the torch.export-based one. Returns the exporter used.
+    """
+    import torch
+
+    module = _graph_module(model, input_names)
+    args = tuple(torch.from_numpy(dummy[n]) for n in input_names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in (*input_names, *OUTPUT_NAMES)}
+    common = dict(input_names=input_names, output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=opset)
+    has_dynamo_flag = "dynamo" in inspect.signature(torch.onnx.export).parameters
+    errors = []
+    for exporter, extra in (("torchscript", {"dynamo": False} if has_dynamo_flag else {}), ("dynamo", {"dynamo": True})):
+        if exporter == "dynamo" and not has_dynamo_flag:
+            continue
+        try:
+            with _quiet(), torch.no_grad():
+                torch.onnx.export(module, args, str(path), **common, **extra)
+            return exporter
+        except Exception as e:  # noqa: BLE001 - any exporter failure: try the next, report all
+            errors.append(f"{exporter}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+    raise PocketQAError(f"ONNX export of {type(model).__name__} failed ({'; '.join(errors)})")
+
+
+def optimize_graph(src: Path, dst: Path, config) -> dict:
+    """Fuses transformer subgraphs with onnxruntime.transformers.optimizer where it has rules.
+
+    Returns {"applied": bool, "fused": {op: count} | "reason": why not}. ``dst`` is
+    written only when something was fused.
+    """
+    try:
+        from onnxruntime.transformers import optimizer
+    except ImportError as e:
+        return {"applied": False, "reason": f"onnxruntime.transformers unavailable ({e})"}
+    model_type = getattr(config, "model_type", "")
+    # Ask the optimizer which architectures it knows; MobileBERT (bottlenecks, NoNorm) is not one.
+    if model_type not in optimizer.MODEL_TYPES:
+        return {"applied": False, "reason": f"onnxruntime.transformers has no fusion rules for model_type {model_type!r}"}
+    try:
+        with _quiet():
+            optimized = optimizer.optimize_model(
+                str(src), model_type=model_type, num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+                hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+            )
+            fused = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+            if not fused:
+                return {"applied": False, "reason": "no fusable subgraph found"}
+            optimized.save_model_to_file(str(dst))
+    except Exception as e:  # noqa: BLE001 - fusion is an optional speed-up; the plain graph still works
+        return {"applied": False, "reason": f"optimizer failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+    return {"applied": True, "fused": fused}
+
+
+def quantize_graph(
+    src: Path,
+    dst: Path,
+    per_channel: bool = INT8_PER_CHANNEL,
+    reduce_range: bool = INT8_REDUCE_RANGE,
+    nodes_to_exclude: Sequence[str] = (),
+) -> dict:
+    """Dynamic int8 quantization: int8 weights, activations quantized per batch at run time.
+
+    Returns the settings used (stored in export.json).
+    """
+    try:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise missing_extra("onnxruntime", "onnx") from None
+    try:
+        with _quiet():
+            quantize_dynamic(
+                str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
+                nodes_to_exclude=list(nodes_to_exclude) or None,
+                # ONNX shape inference cannot type the outputs of fused contrib ops (Attention,
+                # SkipLayerNormalization); they are all float32 here.
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+    except Exception as e:  # noqa: BLE001 - report any quantizer failure as one line naming the graph
+        raise PocketQAError(f"{src}: int8 quantization failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    return {"weight_type": "int8", "per_channel": per_channel, "reduce_range": reduce_range,
+            "nodes_to_exclude": list(nodes_to_exclude)}
+
+
+def qa_head_nodes(path: Path) -> list[str]:
+    """The MatMul that computes the start/end logits (the QA head), found walking back from the outputs."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    frontier = [o.name for o in graph.output]
+    seen = set()
+    while frontier:
+        node = producer.get(frontier.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type == "MatMul":
+            return [node.name]
+        frontier.extend(node.input)
+    return []
+
+
+def _size_mb(path: Path) -> float:
+    return round(path.stat().st_size / 1e6, 3)
+
+
+def export_model(
+    model_dir: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    int8: bool = False,
+    opset: int = DEFAULT_OPSET,
+    optimize: bool = True,
+    keep_fp32: bool = False,
+    check_examples: Sequence[Example] | None = None,
+    per_channel: bool = INT8_PER_CHANNEL,
+    reduce_range: bool = INT8_REDUCE_RANGE,
+    nodes_to_exclude: Sequence[str] = (),
+    keep_head_fp32: bool = INT8_KEEP_HEAD_FP32,
+    threads: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Exports a PyTorch QA checkpoint to an ONNX directory and checks it against PyTorch.
+
+    Args:
+        model_dir: Model directory, hub id or pip:NAME (None: the bundled model).
+        out_dir: Directory to write (created; must differ from the model directory).
+        int8: Write the dynamically quantized int8 graph as model.onnx.
+        opset: ONNX opset.
+        optimize: Fuse transformer subgraphs offline where onnxruntime has rules.
+        keep_fp32: With int8, also keep the fp32 graph as model_fp32.onnx.
+        check_examples: Questions for the parity check (default: built-in samples).
+        per_channel / reduce_range / nodes_to_exclude: int8 quantizer settings.
+        keep_head_fp32: With int8, leave the QA head MatMul in fp32.
+        threads: CPU threads for the parity runs.
+        progress: Show progress bars during the parity runs.
+
+    Returns:
+        The export report (also written to ``out_dir/export.json``).
+
+    Raises:
+        PocketQAError: bad paths, export failure, or an fp32 graph that fails parity
+            (the files are kept for inspection and export.json says why).
+    """
+    from .answerer import QuestionAnswerer, TorchBackend
+    from .features import WindowConfig, make_features, pad_batch
+    from .models import dir_size_mb, load_qa_model, load_tokenizer, read_meta, resolve_model
+
+    _ort()
+    src = resolve_model(model_dir)
+    out = Path(out_dir)
+    problems = []
+    if Path(src).is_dir():
+        if any(Path(src).glob("*.onnx")):
+            problems.append(f"{src}: already an ONNX export; pass the PyTorch model directory to --model")
+        if out.resolve() == Path(src).resolve():
+            problems.append(f"--out {out} is the model directory; choose a new directory for the export")
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out {out}: exists and is not a directory")
+    max_opset = _max_opset()
+    if not MIN_OPSET <= opset <= max_opset:
+        problems.append(f"--opset must be between {MIN_OPSET} and {max_opset} (the installed onnx), found {opset}")
+    if keep_fp32 and not int8:
+        problems.append("--keep-fp32 needs --int8 (without it model.onnx is the fp32 graph)")
+    if problems:
+        raise PocketQAError("; ".join(problems))
+
+    tokenizer = load_tokenizer(src)
+    model = load_qa_model(src, device="cpu")
+    # Eager attention traces into the MatMul/Softmax pattern that onnxruntime's fusions
+    # recognise; the SDPA trace exports fine but is never fused into Attention.
+    with contextlib.suppress(AttributeError, ValueError, ImportError):
+        model.set_attn_implementation("eager")
+    meta = read_meta(src) if Path(src).is_dir() else {}
+    window = WindowConfig(**meta.get("window", {}))
+    names = model_input_names(model, tokenizer)
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (MODEL_FILE, FP32_FILE):
+        (out / stale).unlink(missing_ok=True)
+    tokenizer.save_pretrained(out)
+    model.config.save_pretrained(out)  # config.json only: the weights live in the graph
+
+    reference = QuestionAnswerer(TorchBackend(model, device="cpu", threads=threads), tokenizer, window=window,
+                                 threshold=float(meta.get("threshold", 0.0)), meta=meta)
+    samples = list(SAMPLE_EXAMPLES)
+    checks = list(check_examples) if check_examples else samples
+    feats = make_features(samples[:3], tokenizer, window)
+    # Two windows of different length: the trace sees real padding, so no mask branch is folded away.
+    dummy = pad_batch(feats, [0, len(feats) - 1], tokenizer.pad_token_id or 0, names)
+
+    fp32_path = out / (FP32_FILE if int8 else MODEL_FILE)
+    raw_path = out / ".model.raw.onnx"
+    fused_path = out / ".model.fused.onnx"
+    report: dict = {"source": str(src), "opset": opset, "int8": int8, "input_names": names,
+                    "output_names": list(OUTPUT_NAMES), "check_data_examples": len(checks),
+                    "versions": _versions()}
+    try:
+        report["exporter"] = export_graph(model, names, dummy, raw_path, opset)
+        optimization = {"applied": False, "reason": "disabled (--no-optimize)"}
+        if optimize:
+            optimization = optimize_graph(raw_path, fused_path, model.config)
+            if optimization["applied"]:
+                fused_qa = _with_backend(reference, OnnxBackend.from_file(fused_path, threads))
+                fused = compare_answerers(reference, {"fused": fused_qa}, samples)["fused"]
+                if _fp32_ok(fused):
+                    os.replace(fused_path, raw_path)
+                else:  # keep the plain graph: a fusion that changes answers is no optimisation
+                    optimization = {"applied": False, "reason": f"fused graph failed parity "
+                                    f"(max |diff| {fused['max_abs_diff']:.2e}); kept the unfused graph"}
+        report["optimization"] = optimization
+        os.replace(raw_path, fp32_path)
+    finally:
+        raw_path.unlink(missing_ok=True)
+        fused_path.unlink(missing_ok=True)
+
+    sizes = {"pytorch": round(dir_size_mb(src), 3) if Path(src).is_dir() else None, "fp32_onnx": _size_mb(fp32_path)}
+    candidates = {"fp32": _with_backend(reference, OnnxBackend.from_file(fp32_path, threads))}
+    if int8:
+        exclude = list(nodes_to_exclude) + (qa_head_nodes(fp32_path) if keep_head_fp32 else [])
+        report["quantization"] = quantize_graph(fp32_path, out / MODEL_FILE, per_channel, reduce_range, exclude)
+        sizes["int8_onnx"] = _size_mb(out / MODEL_FILE)
+        candidates["int8"] = _with_backend(reference, OnnxBackend.from_file(out / MODEL_FILE, threads))
+    parity = compare_answerers(reference, candidates, checks, progress=progress)
+    parity["fp32"]["passed"] = passed = _fp32_ok(parity["fp32"])
+    if int8 and passed and not keep_fp32:
+        fp32_path.unlink()
+    report["sizes_mb"] = sizes
+    report["parity"] = parity
+    exported_meta = {**meta, "export": {"format": "onnx", "int8": int8, "opset": opset, "source": str(src),
+                                        "parity_passed": passed}}
+    write_json_atomic(exported_meta, out / "pocketqa.json", indent=2)
+    report["files"] = {p.name: _size_mb(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != EXPORT_FILE}
+    write_json_atomic(report, out / EXPORT_FILE, indent=2)
+    if not passed:
+        p = parity["fp32"]
+        raise PocketQAError(
+            f"{fp32_path}: fp32 graph does not match PyTorch (max |logit diff| {p['max_abs_diff']:.2e}, limit "
+            f"{FP32_TOLERANCE:g}; answers differ on {p['n_differing']} question(s) {p['differing_ids'][:3]}); "
+            f"files kept for inspection, see {out / EXPORT_FILE}; try another --opset or --no-optimize"
+        )
+    return report
+
+
+def _max_opset() -> int:
+    try:
+        import onnx
+    except ImportError:
+        raise missing_extra("onnx", "onnx") from None
+    return int(onnx.defs.onnx_opset_version())
+
+
+def _versions() -> dict:
+    import torch
+
+    ort = _ort()
+    from . import __version__
+
+    return {"pocketqa": __version__, "torch": torch.__version__, "onnxruntime": ort.__version__}
+
+
+def format_report(report: dict) -> str:
+    """A few lines for the terminal: files, sizes, parity."""
+    sizes = report["sizes_mb"]
+    opt = report["optimization"]
+    lines = [
+        f"exported {report['source']} with the {report['exporter']} exporter (opset {report['opset']}); "
+        + ("fused " + ", ".join(f"{k} x{v}" for k, v in opt["fused"].items()) if opt["applied"] else f"not fused: {opt['reason']}"),
+        "sizes (MB): " + ", ".join(f"{k} {v:.2f}" for k, v in sizes.items() if v is not None),
+    ]
+    for kind, p in report["parity"].items():
+        line = (f"parity {kind} on {p['examples']} questions ({p['windows']} windows): max |logit diff| "
+                f"{p['max_abs_diff']:.2e}, identical answers {100 * p['answers_identical']:.1f}%, "
+                f"EM {p['candidate']['exact']:.2f} ({p['delta_exact']:+.2f}), F1 {p['candidate']['f1']:.2f} "
+                f"({p['delta_f1']:+.2f}) vs PyTorch")
+        if kind == "fp32":
+            line += " -> " + ("PASS" if p["passed"] else "FAIL")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def load_report(out_dir: str | os.PathLike) -> dict:
+    """Reads export.json of an exported directory."""
+    path = Path(out_dir) / EXPORT_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PocketQAError(f"{path}: not found; is {out_dir} a pocketqa export?") from None
+    except json.JSONDecodeError as e:
+        raise PocketQAError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None

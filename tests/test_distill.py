@@ -1,0 +1,338 @@
+"""TinyBERT two-stage distillation on tiny models: checks, students, stage 1, stage 2, cache, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import WORDS, build_bert, build_tokenizer, squad_dict
+
+from pocketqa.cli import main
+from pocketqa.distill import (
+    DistillConfig,
+    QueryKeyTap,
+    answer_mask,
+    build_student,
+    check_pair,
+    config_from_dict,
+    distill,
+    distill_intermediate,
+    load_data,
+    load_projection,
+    parse_layer_map,
+    pick_layers,
+    uniform_layer_map,
+)
+from pocketqa.errors import ConfigError
+from pocketqa.features import WindowConfig, make_features
+from pocketqa.squad import load_squad
+
+WINDOW = dict(max_seq_length=48, doc_stride=16, max_query_length=16)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models on a shared 2-core machine: threading costs more than it gains.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, tok):
+    """A 4-layer, 32-dim, 2-head random BERT QA 'teacher'."""
+    path = tmp_path_factory.mktemp("teacher")
+    build_bert(len(tok), seed=1, layers=4, hidden=32, heads=2).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def train_file(tmp_path) -> Path:
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(squad_dict()), encoding="utf-8")
+    return path
+
+
+def _config(tmp_path, teacher_dir, train_file, **overrides) -> DistillConfig:
+    values = dict(
+        teacher=str(teacher_dir), out=str(tmp_path / "out"), train=[str(train_file)], hidden=16, heads=2,
+        intermediate=32, student_layers=2, batch_size=4, stage1_epochs=4, stage2_epochs=4,
+        stage1_learning_rate=1e-3, stage2_learning_rate=1e-3, warmup=0.1, cache_dir=str(tmp_path / "cache"),
+        log_steps=1, **WINDOW,
+    )
+    values.update(overrides)
+    return DistillConfig(**values)
+
+
+class CountingTeacher:
+    """Loads the teacher and counts loads and forward calls."""
+
+    def __init__(self):
+        self.loads = 0
+        self.calls = 0
+
+    def __call__(self, path, device):
+        from pocketqa.models import load_qa_model
+
+        self.loads += 1
+        model = load_qa_model(path, device=device)
+
+        def count(module, args, kwargs):
+            self.calls += 1
+
+        model.register_forward_pre_hook(count, with_kwargs=True)
+        return model
+
+
+# -- layer maps, checks, config ----------------------------------------------------------
+
+
+def test_layer_maps_and_picked_layers():
+    assert uniform_layer_map(3, 6) == [(0, 0), (1, 2), (2, 4), (3, 6)]
+    assert uniform_layer_map(4, 12) == [(0, 0), (1, 3), (2, 6), (3, 9), (4, 12)]
+    assert pick_layers(6, 3) == [1, 3, 5]  # 0-based: the uniform map's targets
+    assert pick_layers(12, 4) == [2, 5, 8, 11]
+    assert parse_layer_map("0:0, 1:3,2:5") == [(0, 0), (1, 3), (2, 5)]
+    with pytest.raises(ConfigError, match="student:teacher pairs"):
+        parse_layer_map("0-0,1:2")
+
+
+def test_check_pair_reports_tokenizer_layer_and_head_problems_at_once(tok):
+    teacher = build_bert(len(tok), layers=4, hidden=32, heads=2)
+    other_tok = build_tokenizer(WORDS[:-5] + ["zebra", "quux"])
+    student = build_bert(len(other_tok), layers=3, hidden=16, heads=4)
+    with pytest.raises(ConfigError) as err:
+        check_pair(teacher.config, student.config, tok, other_tok, teacher_model=teacher, student_model=student)
+    message = str(err.value)
+    assert "tokenizers differ" in message
+    assert "4 layers and student 3" in message and "--layer-map" in message
+    assert "2 attention heads and student 4" in message and "--no-attention-loss" in message
+    assert "\n" not in message
+    # Without the attention loss and with an explicit map only the tokenizer is wrong.
+    with pytest.raises(ConfigError) as err:
+        check_pair(teacher.config, student.config, tok, other_tok, layer_map="0:0,1:1,2:3,3:4", attention_loss=False)
+    assert "tokenizers differ" in str(err.value) and "heads" not in str(err.value)
+    pairs = check_pair(teacher.config, student.config, tok, tok, layer_map="0:0,1:1,2:3,3:4", attention_loss=False)
+    assert pairs == [(0, 0), (1, 1), (2, 3), (3, 4)]
+
+
+def test_check_pair_rejects_out_of_range_layer_map(tok):
+    teacher, student = build_bert(len(tok), layers=4), build_bert(len(tok), layers=2)
+    with pytest.raises(ConfigError, match="out of range"):
+        check_pair(teacher.config, student.config, tok, tok, layer_map="0:0,1:2,2:9")
+
+
+def test_config_errors_are_reported_together():
+    with pytest.raises(ConfigError) as err:
+        DistillConfig(teacher="t", out="o", train=["x"], stage="3", temperature=0, kd_weight=1.5, batch_size="many")
+    message = str(err.value)
+    for fragment in ("stage must be one of", "temperature must be > 0", "kd_weight must be in [0, 1]", "batch_size must be an integer"):
+        assert fragment in message
+    with pytest.raises(ConfigError, match="did you mean 'temperature'"):
+        config_from_dict({"teacher": "t", "out": "o", "train": ["x"], "temprature": 2})
+    # YAML reads 5e-5 as a string; it must still be accepted as a number.
+    assert DistillConfig(teacher="t", out="o", train="x", stage1_learning_rate="5e-5").stage1_learning_rate == 5e-5
+
+
+# -- students ---------------------------------------------------------------------------
+
+
+def test_build_student_copies_picked_layers(teacher_dir):
+    student, info = build_student(str(teacher_dir), layers=2)
+    teacher = build_bert(len(build_tokenizer()), seed=1, layers=4, hidden=32, heads=2)
+    assert info["picked_layers"] == [1, 3] and student.config.num_hidden_layers == 2
+    t, s = teacher.state_dict(), student.state_dict()
+    for new, old in enumerate([1, 3]):
+        key = "bert.encoder.layer.{}.attention.self.query.weight"
+        assert torch.equal(s[key.format(new)], t[key.format(old)])
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(s["qa_outputs.weight"], t["qa_outputs.weight"])
+    fresh, info = build_student(str(teacher_dir), layers=2, hidden=16, heads=2, intermediate=32)
+    assert fresh.config.hidden_size == 16 and fresh.config.num_hidden_layers == 2
+
+
+# -- stage 1 pieces ---------------------------------------------------------------------
+
+
+def test_query_key_tap_matches_eager_attention_probabilities(tok):
+    model = build_bert(len(tok), layers=2, hidden=32, heads=2)
+    model.set_attn_implementation("eager")
+    enc = tok(["who was the king of france", "paris"], padding=True, return_tensors="pt")
+    mask = enc["attention_mask"].bool()
+    tap = QueryKeyTap(model, heads=2)
+    with torch.no_grad():
+        out = model.bert(**enc, output_attentions=True)
+    try:
+        for layer in (1, 2):
+            probs = tap.attention(layer, mask, "probs")
+            want = out.attentions[layer - 1]
+            rows = mask[:, None, :, None].expand_as(probs)  # padded query rows are meaningless
+            assert torch.allclose(probs[rows], want[rows], atol=1e-5)
+            scores = tap.attention(layer, mask, "scores")
+            assert torch.allclose(torch.softmax(scores.masked_fill(~mask[:, None, None, :], -1e9), -1)[rows], want[rows], atol=1e-5)
+    finally:
+        tap.close()
+
+
+def test_answer_mask_is_context_plus_cls(tok, train_file, tmp_path):
+    window = WindowConfig(**WINDOW)
+    data = load_data([train_file], tok, window, tmp_path / "cache", progress=False)
+    feats = make_features(load_squad(train_file), tok, window)
+    mask = answer_mask(data, tok)
+    assert len(feats) == len(data)
+    for i in range(len(feats)):
+        a = data.row_starts[i]
+        want = np.array([o is not None for o in feats.offsets[i]])
+        want[feats.cls_index[i]] = True
+        assert np.array_equal(mask[a : a + data.lengths[i]], want), i
+    # Question tokens really are excluded: every window has some.
+    assert (~mask).sum() >= len(data) * 3
+
+
+def test_stage2_kd_ignores_teacher_logits_at_question_and_padding(tok, train_file, tmp_path):
+    from pocketqa.distill import gather_rows
+    from pocketqa.losses import masked_kl_div
+
+    data = load_data([train_file], tok, WindowConfig(**WINDOW), tmp_path / "cache", progress=False)
+    mask = answer_mask(data, tok)
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=len(data.input_ids)).astype(np.float32)
+    idx = np.arange(6)
+    width = int(data.lengths[idx].max()) + 4  # some padding in every row
+    valid = torch.from_numpy(gather_rows(mask, data, idx, width, False))
+    student = torch.randn(len(idx), width)
+
+    def kd(flat):
+        return masked_kl_div(student, torch.from_numpy(gather_rows(flat, data, idx, width, 0.0)), valid).item()
+
+    base = kd(teacher)
+    moved = teacher.copy()
+    moved[~mask] += 25.0  # every question and special token
+    assert kd(moved) == pytest.approx(base, abs=1e-6)
+    moved = teacher.copy()
+    context = np.flatnonzero(mask[data.row_starts[0] : data.row_starts[0] + data.lengths[0]])
+    moved[data.row_starts[0] + context[-1]] += 3.0  # one context token of window 0
+    assert abs(kd(moved) - base) > 1e-4
+
+
+def test_stage1_trains_the_projection_and_loss_falls(tok, teacher_dir, train_file, tmp_path):
+    from pocketqa.models import load_qa_model
+
+    window = WindowConfig(**WINDOW)
+    data = load_data([train_file], tok, window, tmp_path / "cache", progress=False)
+    teacher = load_qa_model(str(teacher_dir))
+    student, _ = build_student(str(teacher_dir), layers=2, hidden=16, heads=2, intermediate=32)
+    torch.manual_seed(0)
+    projection = torch.nn.Linear(16, 32)
+    before = projection.weight.detach().clone()
+    losses = distill_intermediate(
+        student, teacher, data, uniform_layer_map(2, 4), projection, "scores",
+        epochs=6, learning_rate=2e-3, batch_size=8, warmup=0.1, progress=False,
+    )
+    assert not torch.equal(before, projection.weight.detach())
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_stage1_runs_under_bf16_autocast_with_projection(tok, teacher_dir, train_file, tmp_path):
+    from pocketqa.models import load_qa_model
+
+    data = load_data([train_file], tok, WindowConfig(**WINDOW), tmp_path / "cache", progress=False)
+    student, _ = build_student(str(teacher_dir), layers=2, hidden=16, heads=2, intermediate=32)
+    losses = distill_intermediate(
+        student, load_qa_model(str(teacher_dir)), data, uniform_layer_map(2, 4), torch.nn.Linear(16, 32),
+        "probs", epochs=1, max_steps=2, batch_size=8, precision="bf16", progress=False,
+    )
+    assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+# -- end to end ---------------------------------------------------------------------------
+
+
+def test_both_stages_end_to_end(tok, teacher_dir, train_file, tmp_path):
+    from pocketqa.answerer import QuestionAnswerer
+
+    counter = CountingTeacher()
+    cfg = _config(tmp_path, teacher_dir, train_file, dev=str(train_file), attention_target="probs")
+    summary = distill(cfg, progress=False, load_teacher=counter)
+    out = Path(cfg.out)
+    for stage in ("stage1", "stage2"):
+        assert summary[stage]["last_loss"] < 0.7 * summary[stage]["first_loss"], stage
+    assert summary["stage1"]["projection"] and summary["stage1"]["layer_map"] == [[0, 0], [1, 2], [2, 4]]
+    projection = load_projection(out / "stage1")
+    assert projection is not None and projection.weight.shape == (32, 16)
+    meta = json.loads((out / "pocketqa.json").read_text())
+    assert meta["distill"]["stage2"]["teacher_cache"]["status"] == "miss"
+    assert "threshold" in meta and "f1" in meta["metrics"]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in log} == {1, 2}
+    qa = QuestionAnswerer.from_pretrained(out, device="cpu")
+    assert isinstance(qa("What is the capital of France?", squad_dict()["data"][1]["paragraphs"][0]["context"]), dict)
+
+
+def test_second_run_hits_the_cache_and_never_calls_the_teacher(tok, teacher_dir, train_file, tmp_path):
+    first = CountingTeacher()
+    cfg = _config(tmp_path, teacher_dir, train_file, stage="2", stage2_epochs=1)
+    assert distill(cfg, progress=False, load_teacher=first)["stage2"]["teacher_cache"]["status"] == "miss"
+    assert first.loads == 1 and first.calls > 0
+    second = CountingTeacher()
+    cfg = _config(tmp_path, teacher_dir, train_file, stage="2", stage2_epochs=1, overwrite=True)
+    summary = distill(cfg, progress=False, load_teacher=second)
+    assert summary["stage2"]["teacher_cache"]["status"] == "hit"
+    assert second.loads == 0 and second.calls == 0
+
+
+def test_stale_cache_is_detected_when_data_or_teacher_change(tok, teacher_dir, train_file, tmp_path):
+    cfg = _config(tmp_path, teacher_dir, train_file, stage="2", max_steps=2)
+    distill(cfg, progress=False, load_teacher=CountingTeacher())
+    # Change the data: one more question.
+    data = squad_dict()
+    data["data"][1]["paragraphs"][0]["qas"].append(
+        {"id": "extra", "question": "What is Paris?", "answers": [{"text": "the capital", "answer_start": 9}], "is_impossible": False}
+    )
+    train_file.write_text(json.dumps(data), encoding="utf-8")
+    counter = CountingTeacher()
+    summary = distill(_config(tmp_path, teacher_dir, train_file, stage="2", max_steps=2, overwrite=True), progress=False, load_teacher=counter)
+    cache = summary["stage2"]["teacher_cache"]
+    assert cache["status"] == "stale" and "data" in cache["reason"] and counter.calls > 0
+    # Change the teacher's weights (same path and name).
+    # (The key holds content, not names: a copy of the same teacher elsewhere would hit.)
+    teacher2 = tmp_path / "teacher2"
+    build_bert(len(tok), seed=3, layers=4, hidden=32, heads=2).save_pretrained(teacher2)
+    tok.save_pretrained(teacher2)
+    cfg = _config(tmp_path, teacher2, train_file, stage="2", max_steps=2, overwrite=True)
+    distill(cfg, progress=False, load_teacher=CountingTeacher())
+    build_bert(len(tok), seed=7, layers=4, hidden=32, heads=2).save_pretrained(teacher2)
+    counter = CountingTeacher()
+    summary = distill(cfg, progress=False, load_teacher=counter)
+    cache = summary["stage2"]["teacher_cache"]
+    assert cache["status"] == "stale" and "teacher" in cache["reason"] and counter.calls > 0
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_distill_stage2_and_clear_errors(tok, teacher_dir, train_file, tmp_path, capsys):
+    out = tmp_path / "cli-out"
+    common = [
+        "distill", "--teacher", str(teacher_dir), "--train", str(train_file), "--student-layers", "2",
+        "--max-seq-length", "48", "--doc-stride", "16", "--max-query-length", "16", "--batch-size", "8",
+        "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--no-progress",
+    ]
+    assert main([*common, "--out", str(out), "--stage", "2", "--max-steps", "2"]) == 0
+    assert (out / "model.safetensors").is_file()
+    capsys.readouterr()
+    # 3 heads of 16 dims against a 2-head teacher, in a 3-layer student: two problems, one line.
+    code = main([*common, "--out", str(tmp_path / "bad"), "--stage", "1", "--hidden", "18", "--heads", "3", "--student-layers", "3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "not a multiple of 3" in err and "--no-attention-loss" in err
