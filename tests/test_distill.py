@@ -161,6 +161,30 @@ def test_build_student_copies_picked_layers(teacher_dir):
     assert fresh.config.hidden_size == 16 and fresh.config.num_hidden_layers == 2
 
 
+def test_students_train_in_float32_when_checkpoints_hold_fp16(tok, teacher_dir, train_file, tmp_path):
+    # transformers 5 loads a saved fp16 checkpoint (like the fp16 MiniLM base) as fp16; AdamW on
+    # fp16 weights turned them nan in stage 2 within a few steps. Students must train in float32.
+    base = tmp_path / "base-fp16"
+    build_bert(len(tok), seed=3, layers=4, hidden=32, heads=2).half().save_pretrained(base)
+    tok.save_pretrained(base)
+    student, _ = build_student(str(base), layers=2)
+    assert {p.dtype for p in student.parameters()} == {torch.float32}
+    student_dir = tmp_path / "student-fp16"
+    student.half().save_pretrained(student_dir)
+    tok.save_pretrained(student_dir)
+    cfg = _config(
+        tmp_path, teacher_dir, train_file, stage="2", student=str(student_dir), hidden=None, heads=None,
+        intermediate=None, student_layers=None, stage2_epochs=3, stage2_learning_rate=1e-4,
+    )
+    summary = distill(cfg, progress=False)
+    steps = [json.loads(line) for line in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+    assert len(steps) == summary["stage2"]["steps"] >= 6 and all(np.isfinite(r["loss"]) for r in steps)
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(cfg.out) / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
 # -- stage 1 pieces ---------------------------------------------------------------------
 
 

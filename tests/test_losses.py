@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pocketqa.losses import attention_mse, hidden_mse, masked_kl_div, span_loss
+from pocketqa.losses import attention_mse, hidden_mse, masked_kl_div, mix_losses, span_loss
 
 
 def _random_mask(batch: int, seq: int, gen: torch.Generator) -> torch.Tensor:
@@ -151,3 +151,28 @@ def test_span_loss_matches_loop():
 
     want = sum((ce(start[b], sp[b]) + ce(end[b], ep[b])) / 2 for b in range(3)) / 3
     assert span_loss(start, end, sp, ep).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_masked_kl_div_is_finite_with_nonfinite_logits_at_masked_positions():
+    gen = torch.Generator().manual_seed(5)
+    mask = _random_mask(3, 9, gen)
+    teacher = torch.randn(3, 9, generator=gen)
+    student = torch.randn(3, 9, generator=gen)
+    expected = masked_kl_div(student, teacher, mask).item()
+    bad_teacher = teacher.masked_fill(~mask, float("nan"))
+    bad_teacher[~mask & (torch.arange(9) % 2 == 0)] = float("-inf")
+    bad_student = student.masked_fill(~mask, float("inf")).requires_grad_(True)
+    loss = masked_kl_div(bad_student, bad_teacher, mask)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert torch.isfinite(bad_student.grad).all() and (bad_student.grad[~mask] == 0).all()
+
+
+def test_mix_losses_leaves_out_a_term_with_zero_weight():
+    kd = torch.tensor(2.0, requires_grad=True)
+    hard = torch.tensor(float("inf"), requires_grad=True)
+    total = mix_losses(kd, hard, 1.0)  # the product form gives 0 * inf = nan
+    total.backward()
+    assert total.item() == 2.0 and kd.grad.item() == 1.0 and hard.grad is None
+    assert mix_losses(torch.tensor(float("nan")), torch.tensor(3.0), 0.0).item() == 3.0
+    assert mix_losses(torch.tensor(2.0), torch.tensor(4.0), 0.25).item() == pytest.approx(0.25 * 2 + 0.75 * 4)

@@ -384,7 +384,9 @@ def build_student(
 
     base_path = resolve_model(base)
     torch.manual_seed(seed)  # a base encoder gets a fresh QA head: make it reproducible
-    source = load_qa_model(base_path)
+    # float32 whatever the checkpoint holds: transformers 5 loads a saved fp16 as fp16, and
+    # from_config below inherits that dtype, so the student would train with fp16 weights.
+    source = load_qa_model(base_path, dtype=torch.float32)
     config = copy.deepcopy(source.config)
     fresh = {k: v for k, v in (("hidden_size", hidden), ("num_attention_heads", heads), ("intermediate_size", intermediate)) if v is not None}
     n = config.num_hidden_layers
@@ -875,11 +877,13 @@ def distill_intermediate(
     from .losses import attention_mse, hidden_mse
 
     torch.manual_seed(seed)
-    student.to(device).train()
+    # float32 master weights (autocast does the low-precision math): AdamW on fp16 weights
+    # turns them inf/nan within a step or two (its eps and small squared gradients underflow).
+    student.to(device=device, dtype=torch.float32).train()
     teacher.to(device).eval().requires_grad_(False)
     extra = []
     if projection is not None:
-        projection.to(device).train()
+        projection.to(device=device, dtype=torch.float32).train()
         extra = list(projection.parameters())
     total = _total_steps(len(data), batch_size, epochs, max_steps)
     optimizer = build_optimizer(student, learning_rate, weight_decay, extra_params=extra)
@@ -986,10 +990,11 @@ def distill_prediction(
     """
     import torch
 
-    from .losses import masked_kl_div, span_loss
+    from .losses import masked_kl_div, mix_losses, span_loss
 
     torch.manual_seed(seed)
-    student.to(device).train()
+    # float32 master weights, as in stage 1: fp16 weights go nan after a few AdamW steps.
+    student.to(device=device, dtype=torch.float32).train()
     names = _input_names(student)
     total = _total_steps(len(data), batch_size, epochs, max_steps)
     optimizer = build_optimizer(student, learning_rate, weight_decay)
@@ -1029,7 +1034,7 @@ def distill_prediction(
                     + masked_kl_div(out.end_logits, t_end, valid, temperature)
                 ) / 2
                 hard = span_loss(out.start_logits, out.end_logits, starts, ends)
-                loss = kd_weight * kd + (1 - kd_weight) * hard
+                loss = mix_losses(kd, hard, kd_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if max_grad_norm:
@@ -1129,7 +1134,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     from transformers import AutoConfig
 
     _preflight(cfg)
-    load_teacher = load_teacher or (lambda path, device: load_qa_model(path, device=device))
+    load_teacher = load_teacher or (lambda path, device: load_qa_model(path, device=device, dtype=torch.float32))
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     precision = _resolve_precision(cfg.precision, device)
     window = cfg.window()
@@ -1139,7 +1144,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     teacher_tok = load_tokenizer(teacher_path)
     if cfg.student:
         student_path = resolve_model(cfg.student)
-        student, student_info = load_qa_model(student_path), {"checkpoint": str(cfg.student)}
+        student, student_info = load_qa_model(student_path, dtype=torch.float32), {"checkpoint": str(cfg.student)}
     else:
         student_path = resolve_model(cfg.student_base or cfg.teacher)
         student, student_info = build_student(

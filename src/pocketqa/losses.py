@@ -86,6 +86,27 @@ def masked_kl_div(
     return terms.sum(dim=-1).mean() * temperature**2
 
 
+def mix_losses(kd: torch.Tensor, hard: torch.Tensor, kd_weight: float) -> torch.Tensor:
+    """``kd_weight * kd + (1 - kd_weight) * hard``, leaving out a term whose weight is 0.
+
+    With w = 1 (pure distillation) the span loss is only logged; the product form would
+    turn an inf there into 0 * inf = nan, in the loss and in every gradient.
+
+    Args:
+        kd: Scalar distillation loss.
+        hard: Scalar span (label) loss.
+        kd_weight: w in [0, 1].
+
+    Returns:
+        Scalar.
+    """
+    if kd_weight == 1:
+        return kd
+    if kd_weight == 0:
+        return hard
+    return kd_weight * kd + (1 - kd_weight) * hard
+
+
 def hidden_mse(
     student_hidden: torch.Tensor,
     teacher_hidden: torch.Tensor,
