@@ -527,7 +527,8 @@ def render_card(
     for label, value in (
         ("Base model", meta.get("base_model") or from_recipe.get("student") or from_recipe.get("model")),
         ("Teacher", meta.get("teacher") or from_recipe.get("teacher")),
-        ("Training data", meta.get("data") or from_recipe.get("train")),
+        # train.py records {"train": ..., "dev": ...}: only the train entry is training data
+        ("Training data", _train_data(meta.get("data")) or from_recipe.get("train")),
     ):
         if value:
             lines.append(f"**{label}:** {_text(value)}  ")
@@ -680,3 +681,9 @@ def write_card(
     os.replace(tmp, path)
     return path
 
+
+def _train_data(data):
+    """The training-data entry of pocketqa.json's "data" (which also records the dev file)."""
+    if isinstance(data, dict) and "train" in data:
+        return {"train": data["train"]}
+    return data
