@@ -58,6 +58,11 @@ MODEL_SHAPES = {
         "BertConfig",
         dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072),
     ),
+    # all-MiniLM-L6-v2's shape (the bundled model's architecture)
+    "minilm-L6": (
+        "BertConfig",
+        dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    ),
 }
 
 

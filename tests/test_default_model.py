@@ -63,3 +63,18 @@ def test_ask_cli_uses_bundled_model(capsys):
 
     assert main(["ask", "-q", "Who ruled the duchy of Normandy", "-c", C1]) == 0
     assert capsys.readouterr().out.startswith("Richard I")
+
+
+def test_readme_example_answers(qa):
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    line = next(l for l in readme.splitlines() if "pocketqa ask --question" in l)
+    args = shlex.split(line[line.index("pocketqa ask"):])
+    question = args[args.index("--question") + 1]
+    context = args[args.index("--context") + 1]
+    result = qa(question, context)
+    assert result["answer"] == "Larry Page and Sergey Brin"
+    assert re.search(re.escape(result["answer"]), context)
