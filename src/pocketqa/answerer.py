@@ -100,7 +100,7 @@ class QuestionAnswerer:
         device: str | None = None,
         threads: int | None = None,
         threshold: float | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         **window,
     ) -> QuestionAnswerer:
         """Loads a model directory, hub id, pip model or (None) the bundled default model.
@@ -114,7 +114,9 @@ class QuestionAnswerer:
             device: "cpu", "cuda", "cuda:1"... (default: cuda when available). PyTorch only.
             threads: Intra-op CPU threads (PyTorch or ONNX Runtime).
             threshold: Abstain when null_odds > threshold.
-            batch_size: Windows per forward pass.
+            batch_size: Windows per forward pass (default: 64 on a GPU, 4 on a CPU, where
+                padding windows of different lengths to one width costs more than the
+                larger batch saves: 72 vs 41 questions/s for 4 vs 32 on 2 cores).
             **window: max_seq_length / doc_stride / max_query_length overrides.
         """
         path = resolve_model(name_or_path)
@@ -131,6 +133,9 @@ class QuestionAnswerer:
             backend = TorchBackend(load_qa_model(path, device=device), device=device, threads=threads)
         if threshold is None:
             threshold = float(meta.get("threshold", 0.0))
+        if batch_size is None:
+            on_gpu = isinstance(backend, TorchBackend) and backend.device.type != "cpu"
+            batch_size = 64 if on_gpu else 4
         return cls(
             backend,
             tokenizer,

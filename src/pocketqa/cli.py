@@ -23,7 +23,7 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model dir, hub id or pip:NAME (default: the bundled model)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: 64 on GPU, 4 on CPU)")
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:

@@ -509,7 +509,7 @@ def serve(
     max_wait_ms: float = 5.0,
     threads: int | None = None,
     device: str | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     limits: Limits = Limits(),
     log_level: str = "info",
     **window,
