@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PocketQAError
-from .models import dir_size_mb, read_meta
+from .models import dir_size_mb, read_json_file, read_meta
 
 CARD_FILE = "README.md"
 EVAL_FILE = "eval_results.json"
@@ -51,13 +51,7 @@ _INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinea
 
 def read_config(model_dir: Path) -> dict:
     """config.json of the model ({} when absent: an ONNX-only directory may lack it)."""
-    path = model_dir / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise PocketQAError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    return read_json_file(model_dir / "config.json")
 
 
 def count_parameters(model_dir: Path, meta: dict) -> tuple[int, bool] | None:

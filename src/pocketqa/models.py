@@ -65,15 +65,20 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> str:
     return name
 
 
-def read_meta(model_dir: str | os.PathLike) -> dict:
-    """Reads ``pocketqa.json`` of a local model dir ({} when absent or not local)."""
-    path = Path(model_dir) / META_FILE
+def read_json_file(path: str | os.PathLike) -> dict:
+    """Reads a small JSON file of a model dir ({} when absent), one clear error when invalid."""
+    path = Path(path)
     if not path.is_file():
         return {}
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise PocketQAError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def read_meta(model_dir: str | os.PathLike) -> dict:
+    """Reads ``pocketqa.json`` of a local model dir ({} when absent or not local)."""
+    return read_json_file(Path(model_dir) / META_FILE)
 
 
 def update_meta(model_dir: str | os.PathLike, **updates) -> dict:
