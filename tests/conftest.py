@@ -112,6 +112,17 @@ def squad_dict(contexts=CONTEXTS) -> dict:
     return {"version": "v2.0", "data": data}
 
 
+@pytest.fixture()
+def one_thread():
+    """One intra-op thread: tiny models gain nothing from more, and a busy 2-core box thrashes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tokenizer()

@@ -35,13 +35,7 @@ from pocketqa.train import (
 WINDOW = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and a busy 2-core box thrashes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
