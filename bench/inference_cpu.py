@@ -11,6 +11,10 @@ the share of identical answers.
 
     PYTHONPATH=src python bench/inference_cpu.py --n 300 --out runs/bench_inference_cpu.json
 
+With ``--onnx`` the batch-1 rotation also times pocketqa on ONNX Runtime, fp32 and int8
+(the same weights exported with ``pocketqa export``), so every runtime's ratio to the
+pipeline comes from passes taken in turn within one run.
+
 Decoding settings that make the answers comparable (see docs/bench_inference.md):
 the pipeline gets ``max_answer_len=30`` (its default is 15; utils_qa and pocketqa use 30)
 and ``align_to_words=False`` (its default widens answers to whole words; pocketqa, like
@@ -217,44 +221,51 @@ def explain_mismatches(qa, examples, ours: dict, theirs: dict, their_scores: dic
 
 
 def bench_model(qa, worker: AnchorWorker, examples, batch_sizes: dict[str, tuple[int, int]], rounds: int,
-                warmup: int = 8) -> list[dict]:
-    """Alternates pocketqa and the pipeline ``rounds`` times per mode; returns one row per mode.
+                warmup: int = 8, extra: dict | None = None) -> list[dict]:
+    """Times pocketqa and the pipeline in turn, ``rounds`` times per mode; one row per mode.
 
     Args:
         batch_sizes: mode name -> (pocketqa batch size, pipeline batch size).
+        extra: More pocketqa answerers (e.g. ONNX Runtime fp32 / int8) timed in the same
+            rotation as the other two in the batch-1 mode, so that load hits all alike.
     """
     rows = []
     for mode, (ours_bs, anchor_bs) in batch_sizes.items():
-        times = {"pocketqa": [], "pipeline": []}
-        cpu_times = {"pocketqa": [], "pipeline": []}
+        sides = {"pocketqa": qa, **(extra if ours_bs == 1 and extra else {})}
+        names = [*sides, "pipeline"]
+        times = {s: [] for s in names}
+        cpu_times = {s: [] for s in names}
         last = {}
         for r in range(rounds):
-            order = ("pocketqa", "pipeline") if r % 2 == 0 else ("pipeline", "pocketqa")
-            for side in order:
-                if side == "pocketqa":
-                    res = time_pocketqa(qa, examples, ours_bs, warmup)
-                else:
+            shift = r % len(names)  # each side takes each place in the order in turn
+            for side in names[shift:] + names[:shift]:
+                if side == "pipeline":
                     res = worker.run(anchor_bs, warmup)
+                else:
+                    res = time_pocketqa(sides[side], examples, ours_bs, warmup)
                 times[side].append(res["seconds"])
                 cpu_times[side].append(res["cpu_seconds"])
                 last[side] = res
             print(f"  {mode} round {r + 1}/{rounds}: "
                   + ", ".join(f"{s} {len(examples) / times[s][-1]:.2f} q/s" for s in times), file=sys.stderr)
-        ours, theirs = last["pocketqa"]["answers"], last["pipeline"]["answers"]
-        same = sum(ours[ex.id] == theirs[ex.id] for ex in examples)
+        theirs = last["pipeline"]["answers"]
         qps = {s: len(examples) / statistics.median(t) for s, t in times.items()}
         # CPU seconds of each process (all its threads): less sensitive than wall time to
         # other programs competing for the cores, a check on the wall-clock ratio.
         cpu = {s: statistics.median(t) for s, t in cpu_times.items()}
+        same = {s: sum(last[s]["answers"][ex.id] == theirs[ex.id] for ex in examples) / len(examples) for s in sides}
+        ours = last["pocketqa"]["answers"]
         rows.append({
             "mode": mode, "pocketqa_batch_size": ours_bs, "pipeline_batch_size": anchor_bs,
             "pocketqa_qps": qps["pocketqa"], "pipeline_qps": qps["pipeline"],
             "ratio": qps["pocketqa"] / qps["pipeline"], "seconds": times, "cpu_seconds": cpu_times,
             "cpu_ratio": cpu["pipeline"] / cpu["pocketqa"],
-            "identical_answers": same / len(examples),
+            "identical_answers": same["pocketqa"],
             "abstained": {"pocketqa": sum(v == "" for v in ours.values()) / len(ours),
                           "pipeline": sum(v == "" for v in theirs.values()) / len(theirs)},
             "mismatches": explain_mismatches(qa, examples, ours, theirs, last["pipeline"]["scores"]),
+            "runtimes": {s: {"qps": qps[s], "ratio": qps[s] / qps["pipeline"], "cpu_ratio": cpu["pipeline"] / cpu[s],
+                             "identical_answers": same[s]} for s in sides},
         })
     return rows
 
@@ -277,34 +288,31 @@ def environment() -> dict:
             "cores": os.cpu_count()}
 
 
-def onnx_columns(model_dir: Path, examples, threads: int, pipeline_qps: float) -> dict | None:
-    """ONNX Runtime fp32/int8 q/s at batch 1 from bench/onnx_cpu.py, with ratios vs the pipeline's.
+def onnx_answerers(model_dir: Path, root: Path, threads: int) -> tuple[dict, dict]:
+    """Exports ``model_dir`` to ONNX fp32 and int8 under ``root``; returns answerers and sizes in MB."""
+    from pocketqa.answerer import QuestionAnswerer
+    from pocketqa.export import export_model
 
-    Args:
-        pipeline_qps: The pipeline's batch-1 q/s on the same questions (onnx_cpu times batch 1).
-    """
-    path = Path(__file__).resolve().parent / "onnx_cpu.py"
-    if not path.is_file():
-        print("--onnx: bench/onnx_cpu.py not found; skipping the ONNX columns", file=sys.stderr)
-        return None
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("onnx_cpu", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = module.bench_onnx(model_dir, examples, threads)
-    qps = result.get("qps", {})
-    return {"pipeline_batch1_qps": pipeline_qps, "qps": qps,
-            "ratio_vs_pipeline": {k: v / pipeline_qps for k, v in qps.items()}, "onnx_cpu": result}
+    answerers, sizes = {}, {}
+    for runtime, int8 in (("onnx_fp32", False), ("onnx_int8", True)):
+        out = root / f"{model_dir.name}-{runtime}"
+        report = export_model(model_dir, out, int8=int8, threads=threads)
+        sizes[runtime] = report["sizes_mb"]["int8_onnx" if int8 else "fp32_onnx"]
+        qa = QuestionAnswerer.from_pretrained(out, threads=threads, max_seq_length=MAX_SEQ_LEN, doc_stride=DOC_STRIDE,
+                                              max_query_length=MAX_QUESTION_LEN)
+        qa.max_answer_length = MAX_ANSWER_LEN
+        answerers[runtime] = qa
+    return answerers, sizes
 
 
-def onnx_table(onnx: dict) -> str:
-    lines = ["| model | pipeline b1 q/s | runtime | q/s | vs pipeline |", "|---|---:|---|---:|---:|"]
-    for name, res in onnx.items():
-        if res:
-            for runtime, qps in res["qps"].items():
-                lines.append(f"| {name} | {res['pipeline_batch1_qps']:.2f} | {runtime} | {qps:.2f} | "
-                             f"{res['ratio_vs_pipeline'][runtime]:.2f}x |")
+def runtime_table(rows: list[dict]) -> str:
+    lines = ["| model | mode | pipeline q/s | runtime | q/s | vs pipeline | CPU-time ratio | identical answers |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        for runtime, res in r["runtimes"].items():
+            name = "pytorch" if runtime == "pocketqa" else runtime
+            lines.append(f"| {r['model']} | {r['mode']} | {r['pipeline_qps']:.2f} | {name} | {res['qps']:.2f} | "
+                         f"{res['ratio']:.2f}x | {res['cpu_ratio']:.2f}x | {100 * res['identical_answers']:.1f} % |")
     return "\n".join(lines)
 
 
@@ -366,7 +374,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32, help="batched mode, both sides")
     p.add_argument("--rounds", type=int, default=2, help="alternating timed passes per side and mode")
     p.add_argument("--anchor-venv", type=Path, default=DEFAULT_ANCHOR_VENV)
-    p.add_argument("--onnx", action="store_true", help="add ONNX Runtime columns from bench/onnx_cpu.py")
+    p.add_argument("--onnx", action="store_true",
+                   help="also time pocketqa on ONNX Runtime fp32 and int8 (batch 1, in the same rotation)")
     p.add_argument("--seed", type=int, default=0, help="weight init seed")
     p.add_argument("--out", type=Path, default=None, help="write the results here as JSON")
     # worker mode (internal)
@@ -396,7 +405,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"unknown --models {unknown}; known: {', '.join(MODEL_SHAPES)}")
     modes = {"batch 1": (1, 1), f"batch {args.batch_size}": (args.batch_size, args.batch_size)}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    rows, onnx, anchor_env = [], {}, None
+    rows, sizes, anchor_env = [], {}, None
     with tempfile.TemporaryDirectory(prefix="pocketqa-bench-") as tmp:
         questions_file = write_questions(examples, Path(tmp) / "questions.json")
         for name in models:
@@ -412,15 +421,15 @@ def main(argv=None) -> None:
                 worker.close()
                 raise SystemExit(f"{anchor_python} runs transformers {worker.info['transformers']}, "
                                  f"not {ANCHOR_TRANSFORMERS}; delete {args.anchor_venv} to reinstall it")
+            extra = {}
+            if args.onnx:
+                extra, sizes[name] = onnx_answerers(model_dir, Path(tmp), args.threads)
             try:
-                for row in bench_model(qa, worker, examples, modes, args.rounds):
+                for row in bench_model(qa, worker, examples, modes, args.rounds, extra=extra):
                     rows.append({"model": name, **row})
             finally:
                 worker.close()
-            if args.onnx:
-                batch1 = next(r["pipeline_qps"] for r in rows if r["model"] == name and r["mode"] == "batch 1")
-                onnx[name] = onnx_columns(model_dir, examples, args.threads, batch1)
-            del qa
+            del qa, extra
     result = {
         "benchmark": "bench/inference_cpu.py", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "n_questions": len(examples), "threads": args.threads, "data": str(args.data),
@@ -429,14 +438,14 @@ def main(argv=None) -> None:
         "pocketqa_env": environment(), "anchor_env": anchor_env, "rows": rows,
     }
     if args.onnx:
-        result["onnx"] = onnx
+        result["onnx_sizes_mb"] = sizes
     print(markdown_table(rows))
     for r in rows:
         for m in r["mismatches"]:
             print(f"  differs [{r['model']}, {r['mode']}] {m['id']}: pocketqa {m['pocketqa']!r} vs pipeline "
                   f"{m['pipeline']!r} ({m['reason']})")
-    if onnx:
-        print(onnx_table(onnx))
+    if args.onnx:
+        print(runtime_table(rows))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -11,6 +11,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from conftest import build_bert  # noqa: E402
+
 from pocketqa.answerer import QuestionAnswerer, TorchBackend  # noqa: E402
 from pocketqa.cli import main  # noqa: E402
 from pocketqa.errors import PocketQAError  # noqa: E402
@@ -23,6 +24,7 @@ from pocketqa.export import (  # noqa: E402
     check_parity,
     compare_answerers,
     export_model,
+    open_session,
     qa_head_nodes,
 )
 from pocketqa.features import WindowConfig, make_features, pad_batch  # noqa: E402
@@ -82,6 +84,19 @@ def test_bert_graph_is_fused_and_mobilebert_is_skipped(exported):
     mobile = json.loads((exported("tiny_mobilebert_dir") / EXPORT_FILE).read_text())["optimization"]
     assert bert["applied"] and bert["fused"].get("Attention") == 2  # one per layer
     assert not mobile["applied"] and "mobilebert" in mobile["reason"]
+
+
+def test_residual_adds_stay_out_of_skip_layer_norm(exported):
+    """SkipLayerNormalization is slower than Add + LayerNormalization on the CPU (SLOW_CPU_FUSIONS)."""
+    import onnx
+
+    out = exported("tiny_bert_dir")
+    ops = [n.op_type for n in onnx.load(str(out / MODEL_FILE)).graph.node]
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 4  # two per layer
+    # ONNX Runtime fuses them again while building a session unless told not to.
+    optimized = out.parent / f"{out.name}-as-run.onnx"
+    open_session(out / MODEL_FILE, save_optimized=optimized)
+    assert "SkipLayerNormalization" not in {n.op_type for n in onnx.load(str(optimized)).graph.node}
 
 
 def test_no_optimize_keeps_plain_graph(tiny_bert_dir, tmp_path):

@@ -144,7 +144,7 @@ def _add_evaluate(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_model, evaluate_files
+    from .evaluation import evaluate_files, evaluate_model
 
     if args.predictions is not None:
         if args.save_threshold:
@@ -432,6 +432,9 @@ def _add_distill(sub) -> None:
     p.add_argument("--no-attention-loss", dest="attention_loss", action="store_false", default=None,
                    help="stage 1 without the attention MSE (e.g. different head counts)")
     p.add_argument("--layer-map", default=None, help="student:teacher hidden-state pairs, e.g. 0:0,1:2,2:4,3:6")
+    p.add_argument("--bridge", choices=["auto", "off"], default=None,
+                   help="teacher numbers tokens differently: auto maps ids through a vocabulary bridge when both "
+                   "tokenizers segment alike (default); off refuses such a pair")
     p.add_argument("--teacher-batch-size", type=int, default=None, help="windows per teacher pass when caching")
     p.add_argument("--cache-dir", default=None, help="feature and teacher-logit cache (default: ~/.cache/pocketqa)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None)
@@ -450,9 +453,14 @@ def cmd_distill(args) -> int:
 
     flags = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if getattr(args, f.name, None) is not None}
     values = load_recipe(args.recipe) if args.recipe is not None else {}
+    if "student" in flags:  # a checkpoint given here (e.g. stage 1's output) replaces the recipe's way of building one
+        for key in ("student_base", "student_layers", "hidden", "heads", "intermediate"):
+            values.pop(key, None)
     values.update(flags)
     config = config_from_dict(values, source=str(args.recipe or "command line"))
     summary = distill(config, progress=not args.no_progress)
+    if summary.get("bridge"):
+        print(f"vocabulary bridge: {summary['bridge']}")
     for stage in ("stage1", "stage2"):
         if stage in summary:
             s = summary[stage]

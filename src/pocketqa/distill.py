@@ -13,7 +13,12 @@ Fixed here, compared with the anchors:
 - the KL ignores question and padding positions (Haystack softmaxes the whole window);
 - teacher logits are computed once and memory-mapped from a cache keyed by what they
   depend on, instead of running the teacher every step of every epoch;
-- mismatched tokenizers, head counts or layer counts are reported up front, all at once.
+- mismatched tokenizers, head counts or layer counts are reported up front, all at once;
+- a teacher whose tokenizer numbers the same word pieces differently (all-mpnet-base-v2 for
+  a BERT-uncased student, issue 9) is run through a :class:`~pocketqa.bridge.VocabBridge`:
+  it sees the student's windows with ids mapped and its own special tokens, and its logits,
+  hidden states and attention maps are gathered back onto student positions, so every loss
+  keeps the student's masks and shapes.
 
 See docs/distillation.md for the choices and the numbers.
 """
@@ -32,12 +37,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ConfigError, PocketQAError
 from .features import WindowConfig
-from .models import META_FILE, load_qa_model, load_tokenizer, resolve_model, save_qa_model, update_meta
+from .models import (
+    META_FILE,
+    load_qa_model,
+    load_tokenizer,
+    resolve_model,
+    save_qa_model,
+    update_meta,
+)
 from .train import (
     TrainData,
     batch_order,
@@ -51,9 +64,14 @@ from .train import (
     warmup_steps_for,
 )
 
+if TYPE_CHECKING:
+    from .bridge import VocabBridge
+
 STAGES = ("1", "2", "both")
 ATTENTION_TARGETS = ("scores", "probs")
 PRECISIONS = ("auto", "bf16", "fp32")
+BRIDGES = ("auto", "off")
+BRIDGE_SAMPLES = 300  # training texts the vocabulary bridge is checked on (plus its built-in ones)
 PROJECTION_FILE = "distill_projection.safetensors"
 CACHE_FORMAT = 1  # bump when the on-disk layout of the teacher-logit cache changes
 
@@ -106,6 +124,9 @@ class DistillConfig:
     attention_loss: bool = True
     attention_target: str = "scores"
     layer_map: str | None = None  # "0:0,1:2,2:4,3:6"; default: uniform
+    # teacher and student vocabularies differ: "auto" maps ids through a VocabBridge when
+    # both tokenizers segment text alike; "off" refuses such a pair
+    bridge: str = "auto"
     # runtime
     teacher_batch_size: int = 64
     cache_dir: str | None = None
@@ -121,6 +142,8 @@ class DistillConfig:
         if isinstance(self.stage1_train, (str, os.PathLike)):
             self.stage1_train = [str(self.stage1_train)]
         self.stage = str(self.stage)
+        if isinstance(self.bridge, bool):  # YAML 1.1 reads a bare `off` as False
+            self.bridge = "auto" if self.bridge else "off"
         problems = self._coerce_numbers()
         if not self.teacher:
             problems.append("teacher is required (--teacher DIR or hub id)")
@@ -160,6 +183,8 @@ class DistillConfig:
             problems.append(f"attention_target must be one of {', '.join(ATTENTION_TARGETS)}, found {self.attention_target!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}, found {self.precision!r}")
+        if self.bridge not in BRIDGES:
+            problems.append(f"bridge must be one of {', '.join(BRIDGES)}, found {self.bridge!r}")
         if self.layer_map is not None:
             try:
                 parse_layer_map(self.layer_map)
@@ -273,7 +298,8 @@ def _vocab_problem(teacher_tok, student_tok) -> str | None:
         return (
             f"teacher and student tokenizers differ: vocabularies of {len(tv)} and {len(sv)} tokens, "
             f"{len(differ)} token(s) missing or with other ids ({shown}); distillation compares token "
-            "positions, so the student needs the teacher's tokenizer (e.g. --student-base TEACHER --student-layers K)"
+            "positions, so the student needs the teacher's tokenizer (e.g. --student-base TEACHER --student-layers K), "
+            "or --bridge auto to map ids when both tokenizers cut text into the same word pieces"
         )
     probe = "Hello World! ÉTÉ, naïve 1999 co-operate"
     if teacher_tok(probe)["input_ids"] != student_tok(probe)["input_ids"]:
@@ -281,6 +307,66 @@ def _vocab_problem(teacher_tok, student_tok) -> str | None:
             "teacher and student tokenizers share a vocabulary but split text differently (casing, accents "
             "or special tokens); use the teacher's tokenizer files for the student"
         )
+    return None
+
+
+def bridge_samples(paths: Sequence[str | os.PathLike], limit: int = BRIDGE_SAMPLES) -> list[str]:
+    """Questions and contexts spread over SQuAD files, to check a vocabulary bridge on.
+
+    Two thirds questions, one third contexts, taken evenly over each file: SQuAD files are
+    ordered by article, so the first few hundred questions would all be about one topic.
+    """
+    from .squad import iter_examples, read_json
+
+    paths = list(dict.fromkeys(str(p) for p in paths))
+    per_file = max(2, limit // max(1, len(paths)))
+    n_questions = per_file * 2 // 3
+    texts: list[str] = []
+    for path in paths:
+        examples = list(iter_examples(read_json(path), source=path))
+        picked = examples[:: max(1, len(examples) // n_questions)][:n_questions]
+        texts += [e.question for e in picked]
+        texts += list(dict.fromkeys(e.context for e in picked))[: per_file - n_questions]
+    return texts
+
+
+def plan_vocabulary(
+    teacher_tok, student_tok, mode: str = "auto", sample_texts: Sequence[str] = ()
+) -> tuple[VocabBridge | None, str | None]:
+    """Decides how teacher and student token ids meet: directly, through a bridge, or not at all.
+
+    Same vocabularies never use a bridge. Different vocabularies with ``mode="auto"`` get a
+    :class:`~pocketqa.bridge.VocabBridge`, checked on ``sample_texts`` plus its built-in
+    samples; with ``"off"``, or when the bridge refuses, the pair cannot be distilled.
+
+    Returns:
+        (bridge, problem): bridge is None when ids are shared or no bridge could be built;
+        problem is the message to report (with :func:`check_pair`'s others), or None.
+    """
+    problem = _vocab_problem(teacher_tok, student_tok)
+    if problem is None or mode == "off" or teacher_tok.get_vocab() == student_tok.get_vocab():
+        return None, problem
+    from .bridge import BUILTIN_SAMPLES, VocabBridge
+
+    texts = list(BUILTIN_SAMPLES) + list(sample_texts)
+    try:
+        return VocabBridge.build(student_tok, teacher_tok, texts, max_samples=len(texts)), None
+    except PocketQAError as e:
+        return None, f"teacher and student vocabularies differ and the vocabulary bridge refused them: {e}"
+
+
+def _unseen_attention_terms(model) -> str | None:
+    """Names a relative-position term a model adds inside attention that no hook can see.
+
+    MPNet's bias reaches each attention module as a ``position_bias`` argument, which
+    :class:`QueryKeyTap` captures; these are computed inside the module from its weights.
+    """
+    config = model.config
+    kind = getattr(config, "position_embedding_type", None)
+    if kind not in (None, "absolute"):
+        return f"position_embedding_type {kind!r}"
+    if getattr(config, "relative_attention", False):
+        return "relative_attention (DeBERTa-style disentangled attention)"
     return None
 
 
@@ -306,14 +392,22 @@ def check_pair(
     stage1: bool = True,
     teacher_model=None,
     student_model=None,
+    bridge: VocabBridge | None = None,
+    vocab_problem: str | None = None,
 ) -> list[tuple[int, int]]:
     """Checks that a teacher and a student can be distilled; returns the layer map.
+
+    Args:
+        bridge: The vocabulary bridge the pair will use (from :func:`plan_vocabulary`):
+            with one, different vocabularies are expected and not a problem.
+        vocab_problem: A problem :func:`plan_vocabulary` found (e.g. the bridge's refusal),
+            reported instead of the plain vocabulary check.
 
     Raises:
         ConfigError: Listing every problem found (tokenizers, layer counts, head counts).
     """
     problems = []
-    vocab = _vocab_problem(teacher_tok, student_tok)
+    vocab = vocab_problem or (None if bridge is not None else _vocab_problem(teacher_tok, student_tok))
     if vocab:
         problems.append(vocab)
     n, m = teacher_config.num_hidden_layers, student_config.num_hidden_layers
@@ -352,6 +446,12 @@ def check_pair(
                     problems.append(
                         f"{who} {type(model).__name__}: no per-layer query/key projections found "
                         f"(looked for {', '.join(q + '/' + k for q, k in _QK_NAMES)}); pass --no-attention-loss"
+                    )
+                elif model is not None and (unseen := _unseen_attention_terms(model)):
+                    problems.append(
+                        f"{who} {type(model).__name__} adds relative-position terms inside its attention "
+                        f"({unseen}) that the query/key taps cannot see, so neither attention target would be "
+                        "its real attention; pass --no-attention-loss"
                     )
     if problems:
         raise ConfigError("cannot distil this teacher into this student: " + "; ".join(problems))
@@ -431,26 +531,48 @@ class QueryKeyTap:
     transformers 5 returns only post-softmax attentions, and only under the eager
     implementation; recomputing ``Q Kᵀ / √d`` from the hooked projections gives the
     pre-softmax scores TinyBERT distils, works with SDPA, and yields the probabilities
-    (before attention dropout) as well. Models that add a relative-position bias to the
-    scores (MPNet, DeBERTa) have that term left out.
+    (before attention dropout) as well.
+
+    A relative-position bias that the model hands to its attention modules as a
+    ``position_bias`` argument (MPNet: ``MPNetAttention.attn`` receives the encoder's
+    bucketed bias, [batch, heads, T, T]) is captured too and added, so MPNet's scores and
+    probabilities are its real ones (tested against its ``output_attentions``). Terms
+    computed inside the attention module itself (BERT's ``relative_key``, DeBERTa) cannot
+    be seen here; :func:`check_pair` refuses such models up front.
     """
 
     def __init__(self, model, heads: int):
+        import inspect
+
         found = _qk_modules(model)
         if found is None:
             raise PocketQAError(f"{type(model).__name__}: no per-layer query/key projections to hook")
         self.heads = heads
         self._q: list = [None] * len(found[0])
         self._k: list = [None] * len(found[1])
+        self._bias: list = [None] * len(found[0])
         self._handles = []
+        parents = {id(child): module for module in model.modules() for child in module.children()}
         for i, (q, k) in enumerate(zip(*found)):
             self._handles.append(q.register_forward_hook(self._saver(self._q, i)))
             self._handles.append(k.register_forward_hook(self._saver(self._k, i)))
+            attention = parents.get(id(q))
+            if attention is not None and "position_bias" in inspect.signature(attention.forward).parameters:
+                hook = self._bias_saver(self._bias, i, inspect.signature(attention.forward))
+                self._handles.append(attention.register_forward_pre_hook(hook, with_kwargs=True))
 
     @staticmethod
     def _saver(store: list, i: int):
         def hook(module, args, output):
             store[i] = output
+
+        return hook
+
+    @staticmethod
+    def _bias_saver(store: list, i: int, signature):
+        def hook(module, args, kwargs):
+            # positional in transformers 4.4x and 5 alike; binding finds it either way
+            store[i] = signature.bind_partial(*args, **kwargs).arguments.get("position_bias")
 
         return hook
 
@@ -473,6 +595,8 @@ class QueryKeyTap:
         q = q.view(b, length, self.heads, d).transpose(1, 2)
         k = k.view(b, length, self.heads, d).transpose(1, 2)
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(d)
+        if self._bias[layer - 1] is not None:
+            scores = scores + self._bias[layer - 1].float()
         if target == "scores":
             return scores
         scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(torch.float32).min)
@@ -630,13 +754,18 @@ def cache_key_parts(
     window: WindowConfig,
     data: TrainData,
     precision: str,
+    bridge: VocabBridge | None = None,
+    teacher_tokenizer=None,
 ) -> dict:
     """What teacher logits depend on; a change in any part gives another key.
 
     The window token ids already follow from tokenizer + data + window settings; they are
     hashed too, so a change in how windows are cut (features.py) cannot reuse old logits.
+    With a vocabulary bridge, the teacher sees other ids and another template than the
+    student's windows hold: its tokenizer and template join the key (as a "bridge" part,
+    absent without one, so unbridged keys are what they were before bridges existed).
     """
-    return {
+    parts = {
         "format": CACHE_FORMAT,
         "teacher": teacher_sha256,
         "tokenizer": tokenizer_fingerprint(tokenizer),
@@ -647,6 +776,14 @@ def cache_key_parts(
         # names only serve the stale-cache message; they are not part of the key
         "names": {"teacher": str(teacher), "data": [str(p) for p in data_paths]},
     }
+    if bridge is not None:
+        if teacher_tokenizer is None:
+            raise ValueError("cache_key_parts: a bridge needs the teacher_tokenizer it maps to")
+        parts["bridge"] = {
+            "teacher_tokenizer": tokenizer_fingerprint(teacher_tokenizer),
+            "template": f"{bridge.student.text} -> {bridge.teacher.text}",
+        }
+    return parts
 
 
 def cache_key(parts: dict) -> str:
@@ -694,7 +831,7 @@ def _stale_reason(root: Path, parts: dict) -> str:
             continue
         if old.get("names") != parts["names"]:
             continue
-        changed = [k for k in parts if k != "names" and old.get(k) != parts[k]]
+        changed = [k for k in sorted(parts.keys() | old.keys()) if k != "names" and old.get(k) != parts.get(k)]
         if changed:
             return f"cache entry {manifest_path.parent.name} for the same teacher and data is stale ({', '.join(changed)} changed)"
     return ""
@@ -710,6 +847,7 @@ def teacher_logits(
     precision: str = "fp32",
     pad_id: int = 0,
     progress: bool = True,
+    bridge: VocabBridge | None = None,
 ) -> TeacherLogits:
     """Teacher start/end logits of every window: read from the cache, or computed once and cached.
 
@@ -717,13 +855,19 @@ def teacher_logits(
     An entry is written into a temp dir and renamed into place, so an interrupted run
     never leaves a half-written entry that a later run could take for a good one.
 
+    With a ``bridge``, the teacher runs on ``bridge.teacher_batch`` of each batch of
+    student windows and its logits are gathered back onto student positions, so the cache
+    has the student's layout either way and stage 2 reads it unchanged.
+
     Args:
         data: The training windows.
         parts: :func:`cache_key_parts` of teacher, tokenizer, data and windows.
         cache_root: Directory with one sub-directory per key.
         load_teacher: Returns the teacher QA model (on ``device``, in eval mode).
-        batch_size / device / precision / pad_id: How to run the teacher on a miss.
+        batch_size / device / precision / pad_id: How to run the teacher on a miss
+            (pad_id: the padding id of ``data``'s windows).
         progress: Show a tqdm bar while computing.
+        bridge: Maps the student windows in ``data`` to the teacher's vocabulary.
     """
     import torch
 
@@ -737,6 +881,7 @@ def teacher_logits(
     reason = _stale_reason(root, parts) if root.is_dir() else ""
     teacher = load_teacher()
     names = _input_names(teacher)
+    collate_names = ["input_ids", "attention_mask", *(["token_type_ids"] if "token_type_ids" in names else [])]
     tmp = root / f".tmp-{key[:16]}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -746,11 +891,18 @@ def teacher_logits(
         order = np.argsort(-data.lengths, kind="stable")  # longest first: little padding, OOM shows early
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         for idx in _bar(batches, "teacher logits", progress):
-            batch = collate(data, idx, pad_id, names)
-            inputs = {k: torch.from_numpy(batch[k]).to(device) for k in names}
+            batch = {k: torch.from_numpy(v) for k, v in collate(data, idx, pad_id, collate_names).items()}
+            index = None
+            if bridge is not None:
+                batch, index = bridge.teacher_batch(batch)
+            inputs = {k: batch[k].to(device) for k in names if k in batch}
             with torch.inference_mode(), _autocast(device, precision):
                 out = teacher(**inputs)
-            s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+            s, e = out.start_logits, out.end_logits
+            if index is not None:
+                index = index.to(device)
+                s, e = bridge.gather(s, index), bridge.gather(e, index)
+            s, e = s.float().cpu().numpy(), e.float().cpu().numpy()
             for row, w in enumerate(idx.tolist()):
                 a, n = data.row_starts[w], data.lengths[w]
                 start[a : a + n] = s[row, :n]
@@ -826,6 +978,46 @@ class _Log:
                 f.write(json.dumps(record) + "\n")
 
 
+def _to_device(tensor, device):
+    """A CPU tensor on ``device``; to CUDA through pinned memory without blocking the host.
+
+    A plain ``.to("cuda")`` from pageable memory waits for the GPU queue to drain, one more
+    sync per step next to the ``.item()`` the loops no longer do (issue 4).
+    """
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def _drain(pending: list, losses: list[float], stage: int, first_step: int) -> None:
+    """Moves per-step device losses into ``losses`` in one transfer; refuses a non-finite one.
+
+    Args:
+        pending: 0-d device tensors of the steps since the last drain (emptied here).
+        losses: Python floats of all earlier steps (extended here).
+        stage: 1 or 2, for the message.
+        first_step: The 1-based step number of ``pending[0]``.
+
+    Raises:
+        PocketQAError: naming the first step whose loss was nan or inf.
+    """
+    import torch
+
+    if not pending:
+        return
+    values = torch.stack(pending).float().cpu().tolist()
+    pending.clear()
+    losses.extend(values)
+    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise PocketQAError(
+            f"stage {stage} loss became {values[bad]} at step {first_step + bad}; lower the learning rate or "
+            "use --precision fp32"
+        )
+
+
 def _total_steps(n_windows: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
     total = math.ceil(n_windows / batch_size) * epochs
     return min(total, max_steps) if max_steps else total
@@ -855,6 +1047,7 @@ def distill_intermediate(
     log: Callable[..., None] = lambda **_: None,
     log_steps: int = 10,
     progress: bool = True,
+    bridge: VocabBridge | None = None,
 ) -> list[float]:
     """TinyBERT stage 1: the student's embeddings, hidden states and attentions imitate the teacher's.
 
@@ -868,6 +1061,15 @@ def distill_intermediate(
         projection: ``nn.Linear(student_width, teacher_width)`` when the widths differ; it
             is in the optimizer with the student, so it trains.
         attention_target: "scores" (pre-softmax), "probs" (post-softmax), or None.
+        bridge: When the teacher numbers tokens differently: it runs on
+            ``bridge.teacher_batch`` of each student batch, and its hidden states
+            (sequence dim 1) and attention maps (query dim 2, key dim 3) are gathered back
+            onto student positions. A teacher "probs" row keeps its mass on the extra
+            separator the gather drops, so it sums to slightly under 1; "scores" are exact.
+
+    Losses stay on the device between log steps (one GPU sync per ``log_steps``, not per
+    step), so a nan or inf loss is caught at the next log step or at the end, naming the
+    step where it first appeared.
 
     Returns:
         The loss of every step.
@@ -889,12 +1091,14 @@ def distill_intermediate(
     optimizer = build_optimizer(student, learning_rate, weight_decay, extra_params=extra)
     scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
     s_names, t_names = _input_names(student.base_model), _input_names(teacher.base_model)
-    names = sorted(set(s_names) | set(t_names))
+    # Same vocabulary: one batch serves both. Bridged: the teacher's comes from the student's.
+    names = sorted(set(s_names) | ({"attention_mask"} if bridge else set(t_names)))
     taps = None
     if attention_target is not None:
         taps = (QueryKeyTap(student, student.config.num_attention_heads), QueryKeyTap(teacher, teacher.config.num_attention_heads))
     params = list(student.parameters()) + extra
     losses: list[float] = []
+    pending: list = []  # this stage's per-step losses since the last log step, on the device
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -906,14 +1110,25 @@ def distill_intermediate(
             for idx in batch_order(data.lengths, batch_size, epoch_seed(seed, epoch)):
                 if step >= total:
                     break
-                batch = {k: torch.from_numpy(v).to(device) for k, v in collate(data, idx, pad_id, names).items()}
-                mask = batch["attention_mask"].bool()
+                cpu = {k: torch.from_numpy(v) for k, v in collate(data, idx, pad_id, names).items()}
+                moved = {k: _to_device(cpu[k], device) for k in {*names, "attention_mask"}}
+                batch, mask = {k: moved[k] for k in s_names}, moved["attention_mask"].bool()
+                if bridge is None:
+                    t_batch, t_mask, index = {k: moved[k] for k in t_names}, mask, None
+                else:  # built from the CPU copy: the bridge's row checks would sync on a GPU
+                    t_cpu, index = bridge.teacher_batch(cpu)
+                    t_batch = {k: _to_device(t_cpu[k], device) for k in t_names if k in t_cpu}
+                    t_mask, index = t_batch["attention_mask"].bool(), _to_device(index, device)
                 with torch.no_grad(), _autocast(device, precision):
-                    t_out = teacher.base_model(**{k: batch[k] for k in t_names}, output_hidden_states=True)
-                    t_att = {t: taps[1].attention(t, mask, attention_target) for s, t in layer_map if s > 0} if taps else {}
+                    t_out = teacher.base_model(**t_batch, output_hidden_states=True)
+                    t_hidden = t_out.hidden_states
+                    t_att = {t: taps[1].attention(t, t_mask, attention_target) for s, t in layer_map if s > 0} if taps else {}
+                    if index is not None:
+                        t_hidden = {t: bridge.gather(t_hidden[t], index, dim=1) for _, t in layer_map}
+                        t_att = {t: bridge.gather(bridge.gather(a, index, dim=2), index, dim=3) for t, a in t_att.items()}
                 with _autocast(device, precision):
-                    s_out = student.base_model(**{k: batch[k] for k in s_names}, output_hidden_states=True)
-                hid = sum(hidden_mse(s_out.hidden_states[s], t_out.hidden_states[t], projection, mask) for s, t in layer_map)
+                    s_out = student.base_model(**batch, output_hidden_states=True)
+                hid = sum(hidden_mse(s_out.hidden_states[s], t_hidden[t], projection, mask) for s, t in layer_map)
                 att = torch.zeros((), device=mask.device)
                 if taps:
                     for s, t in layer_map:
@@ -927,15 +1142,16 @@ def distill_intermediate(
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                losses.append(loss.item())
-                if not math.isfinite(losses[-1]):
-                    raise PocketQAError(f"stage 1 loss became {losses[-1]} at step {step}; lower the learning rate or use --precision fp32")
+                pending.append(loss.detach())
                 if step % log_steps == 0 or step == total:
+                    _drain(pending, losses, stage=1, first_step=len(losses) + 1)
                     lr = scheduler.get_last_lr()[0]
                     log(stage=1, epoch=epoch, step=step, loss=losses[-1], hidden=hid.item(), attention=att.item(), lr=lr)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        _drain(pending, losses, stage=1, first_step=len(losses) + 1)
     finally:
         if taps:
             for tap in taps:
@@ -985,6 +1201,10 @@ def distill_prediction(
         embeds_dropout: Dropout on the encoder output right before the QA head while
             training (Haystack's ``embeds_dropout_prob``); 0 turns it off.
 
+    Losses stay on the device between log steps (one GPU sync per ``log_steps``, not per
+    step, issue 4), so a nan or inf loss is caught at the next log step or at the end,
+    naming the step where it first appeared.
+
     Returns:
         The loss of every step.
     """
@@ -1008,6 +1228,7 @@ def distill_prediction(
             lambda module, args: (torch.nn.functional.dropout(args[0], embeds_dropout, module.training), *args[1:])
         )
     losses: list[float] = []
+    pending: list = []  # per-step losses since the last log step, on the device
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -1021,12 +1242,12 @@ def distill_prediction(
                     break
                 arrays = collate(data, idx, pad_id, names)
                 width = arrays["input_ids"].shape[1]
-                batch = {k: torch.from_numpy(arrays[k]).to(device) for k in names}
-                valid = torch.from_numpy(gather_rows(mask, data, idx, width, False)).to(device)
-                t_start = torch.from_numpy(gather_rows(logits.start, data, idx, width).astype(np.float32)).to(device)
-                t_end = torch.from_numpy(gather_rows(logits.end, data, idx, width).astype(np.float32)).to(device)
-                starts = torch.from_numpy(arrays["start_positions"]).to(device)
-                ends = torch.from_numpy(arrays["end_positions"]).to(device)
+                batch = {k: _to_device(torch.from_numpy(arrays[k]), device) for k in names}
+                valid = _to_device(torch.from_numpy(gather_rows(mask, data, idx, width, False)), device)
+                t_start = _to_device(torch.from_numpy(gather_rows(logits.start, data, idx, width).astype(np.float32)), device)
+                t_end = _to_device(torch.from_numpy(gather_rows(logits.end, data, idx, width).astype(np.float32)), device)
+                starts = _to_device(torch.from_numpy(arrays["start_positions"]), device)
+                ends = _to_device(torch.from_numpy(arrays["end_positions"]), device)
                 with _autocast(device, precision):
                     out = student(**batch)
                 kd = (
@@ -1042,15 +1263,16 @@ def distill_prediction(
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                losses.append(loss.item())
-                if not math.isfinite(losses[-1]):
-                    raise PocketQAError(f"stage 2 loss became {losses[-1]} at step {step}; lower the learning rate or use --precision fp32")
+                pending.append(loss.detach())
                 if step % log_steps == 0 or step == total:
+                    _drain(pending, losses, stage=2, first_step=len(losses) + 1)
                     lr = scheduler.get_last_lr()[0]
                     log(stage=2, epoch=epoch, step=step, loss=losses[-1], kd=kd.item(), span=hard.item(), lr=lr)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        _drain(pending, losses, stage=2, first_step=len(losses) + 1)
     finally:
         if hook is not None:
             hook.remove()
@@ -1123,6 +1345,8 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     Stage 1 alone writes its student to ``out``; both stages write stage 1 to
     ``out/stage1`` and the final student to ``out``; stage 2 starts from stage 1's
     student. Everything that can be checked before training is, and reported at once.
+    When the tokenizers number tokens differently, ``cfg.bridge`` decides (see
+    :func:`plan_vocabulary`); the summary's ``bridge`` says which bridge was used, if any.
 
     Args:
         cfg: The configuration.
@@ -1154,9 +1378,12 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     run_stage1, run_stage2 = cfg.stage in ("1", "both"), cfg.stage in ("2", "both")
     attention = cfg.attention_loss and run_stage1
     teacher = load_teacher(teacher_path, device) if run_stage1 else None
+    needs_bridge = cfg.bridge == "auto" and teacher_tok.get_vocab() != tokenizer.get_vocab()
+    samples = bridge_samples(cfg.train) if needs_bridge else []
+    bridge, vocab_problem = plan_vocabulary(teacher_tok, tokenizer, cfg.bridge, samples)
     layer_map = check_pair(
         teacher_config, student.config, teacher_tok, tokenizer, cfg.layer_map, attention, run_stage1,
-        teacher_model=teacher, student_model=student,
+        teacher_model=teacher, student_model=student, bridge=bridge, vocab_problem=vocab_problem,
     )
     if cfg.overwrite and out.is_dir():
         for name in ("log.jsonl", META_FILE):
@@ -1165,7 +1392,10 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     log = _Log(out / "log.jsonl")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     recipe = asdict(cfg)
-    summary: dict = {"student": student_info, "teacher": str(cfg.teacher), "device": device, "precision": precision}
+    summary: dict = {
+        "student": student_info, "teacher": str(cfg.teacher), "device": device, "precision": precision,
+        "bridge": bridge.describe() if bridge is not None else None,
+    }
 
     if run_stage1:
         data = load_data(cfg.stage1_train or cfg.train, tokenizer, window, cfg.cache_dir, progress)
@@ -1180,7 +1410,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
             epochs=cfg.stage1_epochs, learning_rate=cfg.stage1_learning_rate, batch_size=cfg.batch_size,
             warmup=cfg.warmup, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             max_steps=cfg.max_steps, device=device, precision=precision, pad_id=pad_id, seed=cfg.seed,
-            log=log, log_steps=cfg.log_steps, progress=progress,
+            log=log, log_steps=cfg.log_steps, progress=progress, bridge=bridge,
         )
         teacher = None  # free its memory before stage 2
         summary["stage1"] = {
@@ -1205,10 +1435,12 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
             model = held.pop("teacher", None) or load_teacher(teacher_path, device)
             return model.to(device).eval()
 
-        parts = cache_key_parts(cfg.teacher, teacher_sha, tokenizer, cfg.train, window, data, precision)
+        parts = cache_key_parts(cfg.teacher, teacher_sha, tokenizer, cfg.train, window, data, precision, bridge, teacher_tok)
         cache_root = Path(cfg.cache_dir) / "teacher-logits" if cfg.cache_dir else default_cache_root()
         t0 = time.perf_counter()
-        logits = teacher_logits(data, parts, cache_root, get_teacher, cfg.teacher_batch_size, device, precision, pad_id, progress)
+        logits = teacher_logits(
+            data, parts, cache_root, get_teacher, cfg.teacher_batch_size, device, precision, pad_id, progress, bridge
+        )
         held.clear()
         if logits.reason:
             print(f"pocketqa distill: teacher-logit {logits.reason}; recomputed")

@@ -9,8 +9,10 @@ parity results).
 The graph comes from the TorchScript exporter (``torch.onnx.export(dynamo=False)``),
 which traces BERT-style encoders reliably; the batch and sequence axes stay dynamic.
 Optional offline fusion uses ``onnxruntime.transformers.optimizer`` where it has rules
-for the model type (BERT: fused Attention, EmbedLayerNorm, SkipLayerNorm, BiasGelu);
+for the model type (BERT: fused Attention, EmbedLayerNorm, BiasGelu, LayerNormalization);
 other types (MobileBERT) are left to ONNX Runtime's own session-time optimisation.
+Residual adds are deliberately *not* fused into SkipLayerNormalization, offline or at
+session time (see ``SLOW_CPU_FUSIONS``).
 Every graph is checked against PyTorch before it is kept: fp32 must reproduce the
 logits within ``FP32_TOLERANCE`` and give identical answers; for int8 the share of
 identical answers and the EM/F1 change are measured and stored.
@@ -51,6 +53,13 @@ INT8_PER_CHANNEL = True
 INT8_REDUCE_RANGE = False
 INT8_KEEP_HEAD_FP32 = True
 
+# Fusions left out on the CPU because the fused kernel is slower than the ops it replaces.
+# onnxruntime 1.32's CPU SkipLayerNormalization is 3-8x slower than the Add + Add +
+# LayerNormalization it stands for on a [1, 170, 384] window (e.g. 334 vs 65 us on one
+# thread, 297 vs 88 us on two; bench/ort_fusions.py): its 12 nodes took 14-19 % of a MiniLM-L6
+# int8 forward.
+SLOW_CPU_FUSIONS = ("SkipLayerNormFusion",)
+
 _ORT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
 
 
@@ -72,6 +81,35 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
 
 
 # -- inference backend ----------------------------------------------------------------
+
+
+def open_session(path: Path, threads: int | None = None, save_optimized: Path | None = None):
+    """An ONNX Runtime CPU session for ``path``; a missing or unreadable file raises PocketQAError.
+
+    ``save_optimized`` writes the graph as the session runs it (after its own fusions).
+    """
+    ort = _ort()
+    if not path.is_file():
+        raise PocketQAError(f"{path}: no such ONNX file; export one with: pocketqa export --model DIR --out DIR")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0 = onnxruntime's default (all physical cores)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: ORT's warnings are about graph internals, not user input
+    if save_optimized is not None:
+        options.optimized_model_filepath = str(save_optimized)
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(SLOW_CPU_FUSIONS),
+        )
+    except _ort_errors() as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PocketQAError(
+            f"{path}: not a loadable ONNX model ({type(e).__name__}: {first}); "
+            "the file is corrupt or incomplete, re-export it with pocketqa export"
+        ) from None
 
 
 class OnnxBackend:
@@ -100,25 +138,8 @@ class OnnxBackend:
     @classmethod
     def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> OnnxBackend:
         """Opens one .onnx file; a missing or unreadable file raises PocketQAError naming it."""
-        ort = _ort()
         path = Path(path)
-        if not path.is_file():
-            raise PocketQAError(f"{path}: no such ONNX file; export one with: pocketqa export --model DIR --out DIR")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0  # 0 = onnxruntime's default (all physical cores)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: ORT's warnings are about graph internals, not user input
-        try:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        except _ort_errors() as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PocketQAError(
-                f"{path}: not a loadable ONNX model ({type(e).__name__}: {first}); "
-                "the file is corrupt or incomplete, re-export it with pocketqa export"
-            ) from None
-        return cls(session, path)
+        return cls(open_session(path, threads), path)
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike, threads: int | None = None) -> OnnxBackend:
@@ -375,17 +396,20 @@ def optimize_graph(src: Path, dst: Path, config) -> dict:
     """
     try:
         from onnxruntime.transformers import optimizer
+        from onnxruntime.transformers.fusion_options import FusionOptions
     except ImportError as e:
         return {"applied": False, "reason": f"onnxruntime.transformers unavailable ({e})"}
     model_type = getattr(config, "model_type", "")
     # Ask the optimizer which architectures it knows; MobileBERT (bottlenecks, NoNorm) is not one.
     if model_type not in optimizer.MODEL_TYPES:
         return {"applied": False, "reason": f"onnxruntime.transformers has no fusion rules for model_type {model_type!r}"}
+    options = FusionOptions(model_type)
+    options.enable_skip_layer_norm = "SkipLayerNormFusion" not in SLOW_CPU_FUSIONS
     try:
         with _quiet():
             optimized = optimizer.optimize_model(
                 str(src), model_type=model_type, num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
-                hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+                hidden_size=int(getattr(config, "hidden_size", 0) or 0), optimization_options=options,
             )
             fused = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
             if not fused:
@@ -489,7 +513,13 @@ def export_model(
     """
     from .answerer import QuestionAnswerer, TorchBackend
     from .features import WindowConfig, make_features, pad_batch
-    from .models import dir_size_mb, load_qa_model, load_tokenizer, read_meta, resolve_model
+    from .models import (
+        dir_size_mb,
+        load_qa_model,
+        load_tokenizer,
+        read_meta,
+        resolve_model,
+    )
 
     _ort()
     src = resolve_model(model_dir)

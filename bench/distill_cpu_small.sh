@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Distillation and augmentation on real data at a scale a 2-core CPU manages (about an hour).
+#
+# The GPU version of these runs (full train set) is bench/gpu_distill.sh. This one answers
+# the same questions on a slice, for sessions without a GPU:
+#   (a) 3-layer student fine-tuned alone           (pocketqa train)
+#   (b) stage 2 only: KD from the cached teacher   (pocketqa distill --stage 2)
+#   (c) stage 1 + stage 2                          (pocketqa distill --stage both)
+#   (d) stage 2 on the slice + its x4 augmentation (pocketqa mlm-head, augment, distill)
+# Teacher: the fine-tuned MiniLM-L6 (runs/minilm-l6-squad2); student: embeddings + layers
+# 2, 4, 6 of the base MiniLM with a fresh QA head. Train slice: whole paragraphs spread over
+# all articles of ../shared/data train; dev: every 4th question of the official dev set.
+#
+#   TEACHER=runs/minilm-l6-squad2 QUESTIONS=4000 bash bench/distill_cpu_small.sh
+# Results: $W/results.jsonl (one line per run) and $W/times.txt.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=src PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
+PY=${PY:-python}
+W=${W:-runs/cpu-small}
+TEACHER=${TEACHER:-runs/minilm-l6-squad2}
+BASE=${BASE:-pip:all-MiniLM-L6-v2}
+QUESTIONS=${QUESTIONS:-4000}
+EPOCHS=${EPOCHS:-2}
+FACTOR=${FACTOR:-4}
+PRECISION=${PRECISION:-bf16}  # bf16 autocast: 1.4x faster than fp32 per training step on an AVX512-BF16 CPU
+DATA=${DATA:-../shared/data/squad2}
+mkdir -p "$W"
+: > "$W/times.txt"
+
+t() { local n=$1; shift; local s=$(date +%s); "$@" > "$W/$n.log" 2>&1; echo "$n rc=$? $(( $(date +%s) - s ))s" | tee -a "$W/times.txt"; }
+ev() {  # name model_dir
+  t "eval_$1" $PY -m pocketqa evaluate --model "$2" --data "$W/dev.json" --threads 2 --out "$W/eval_$1.json"
+  $PY - "$1" "$W/eval_$1.json" >> "$W/results.jsonl" <<'EOF'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+r = json.load(open(path))
+r = r.get("scores", r)
+print(json.dumps({"run": name, **{k: r[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh", "total")}}))
+EOF
+}
+
+t slice $PY - "$DATA" "$W" "$QUESTIONS" <<'EOF'
+import gzip, json, sys
+data, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+train = json.load(gzip.open(f"{data}/train-v2.0.json.gz"))["data"]
+# Round-robin over articles, one paragraph at a time, until n questions: every topic shows up.
+picked, count, depth = {}, 0, 0
+while count < n:
+    added = False
+    for a, art in enumerate(train):
+        if depth < len(art["paragraphs"]) and count < n:
+            p = art["paragraphs"][depth]
+            picked.setdefault(a, []).append(p)
+            count += len(p["qas"])
+            added = True
+    if not added:
+        break
+    depth += 1
+sliced = [{"title": train[a]["title"], "paragraphs": ps} for a, ps in sorted(picked.items())]
+json.dump({"version": "v2.0", "data": sliced}, open(f"{out}/train.json", "w"))
+dev = json.load(gzip.open(f"{data}/dev-v2.0.json.gz"))
+k = 0
+for art in dev["data"]:
+    for p in art["paragraphs"]:
+        keep = []
+        for q in p["qas"]:
+            if k % 4 == 0:
+                keep.append(q)
+            k += 1
+        p["qas"] = keep
+    art["paragraphs"] = [p for p in art["paragraphs"] if p["qas"]]
+json.dump(dev, open(f"{out}/dev.json", "w"))
+print(count, "train questions;", sum(len(p["qas"]) for a in dev["data"] for p in a["paragraphs"]), "dev questions")
+EOF
+
+t build $PY -c "
+from pocketqa.distill import build_student
+from pocketqa.models import load_tokenizer, resolve_model, save_qa_model
+m, info = build_student(resolve_model('$BASE'), layers=3, seed=42)
+save_qa_model(m, load_tokenizer(resolve_model('$BASE')), '$W/student', meta={'student': info}); print(info)"
+
+C=(--batch-size 32 --warmup 0.1 --weight-decay 0.01 --cache-dir "$W/cache" --overwrite --device cpu)
+ev teacher "$TEACHER"
+t a $PY -m pocketqa train --model "$W/student" --train "$W/train.json" --out "$W/a" "${C[@]}" --epochs "$EPOCHS" \
+  --learning-rate 1e-4 --save-steps 0 --log-steps 50 --precision "$PRECISION"
+ev a "$W/a"
+t b $PY -m pocketqa distill --teacher "$TEACHER" --student "$W/student" --train "$W/train.json" --out "$W/b" "${C[@]}" \
+  --stage 2 --stage2-epochs "$EPOCHS" --stage2-learning-rate 1e-4 --log-steps 50 --precision "$PRECISION" --no-progress
+ev b "$W/b"
+t c $PY -m pocketqa distill --teacher "$TEACHER" --student "$W/student" --train "$W/train.json" --out "$W/c" "${C[@]}" \
+  --stage both --stage1-epochs "$EPOCHS" --stage1-learning-rate 1e-4 --stage2-epochs "$EPOCHS" \
+  --stage2-learning-rate 1e-4 --log-steps 50 --precision "$PRECISION" --no-progress
+ev c "$W/c"
+t mlm $PY -m pocketqa mlm-head --encoder "$BASE" --data "$W/train.json" --out "$W/mlm" --steps 200 --device cpu
+t augment $PY -m pocketqa augment --data "$W/train.json" --out "$W/aug.json" --factor "$FACTOR" --mlm "$W/mlm" \
+  --seed 1 --device cpu
+# (d): the same stage 2 over the slice and its augmented copies, one epoch (FACTOR+1 times the windows).
+t d $PY -m pocketqa distill --teacher "$TEACHER" --student "$W/student" --train "$W/train.json" "$W/aug.json" \
+  --out "$W/d" "${C[@]}" --stage 2 --stage2-epochs 1 --stage2-learning-rate 1e-4 --log-steps 50 --precision "$PRECISION" --no-progress
+ev d "$W/d"
+cat "$W/times.txt" "$W/results.jsonl"
