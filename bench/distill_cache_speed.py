@@ -122,7 +122,9 @@ def main(argv=None) -> int:
         write_squad(load_squad(args.data or find_data())[: args.examples], subset)
         tokenizer = load_tokenizer(args.teacher)
         torch.manual_seed(0)
-        teacher = load_qa_model(args.teacher, device=str(device))
+        # float32 as pocketqa distill loads it: .carry/minilm holds fp16 weights, and fp16
+        # matmuls on a CPU without fp16 units would make the live arm look slower than it is.
+        teacher = load_qa_model(args.teacher, device=str(device), dtype=torch.float32)
         student, info = build_student(args.teacher, layers=args.student_layers, seed=0)
         data = load_data([subset], tokenizer, window, cache_dir=tmp / "cache", progress=False)
         mask = answer_mask(data, tokenizer)

@@ -6,9 +6,12 @@
 #   (a) 3-layer student fine-tuned alone           (pocketqa train)
 #   (b) stage 2 only: KD from the cached teacher   (pocketqa distill --stage 2)
 #   (c) stage 1 + stage 2                          (pocketqa distill --stage both)
-#   (d) stage 2 on the slice + its x4 augmentation (pocketqa mlm-head, augment, distill)
+#   (d) stage 2 on the slice + its xFACTOR augmentation (pocketqa mlm-head, augment, distill)
+#   (e) stage 2 on the slice alone for as many steps as (d): is it the data or the steps?
 # Teacher: the fine-tuned MiniLM-L6 (runs/minilm-l6-squad2); student: embeddings + layers
-# 2, 4, 6 of the base MiniLM with a fresh QA head. Train slice: whole paragraphs spread over
+# 2, 4, 6 of STUDENT_FROM: the base MiniLM with a fresh QA head (default, as on the GPU), or
+# STUDENT_FROM=$TEACHER to start from the teacher's own layers and QA head, the only start
+# from which a few hundred CPU steps learn spans at all. Train slice: whole paragraphs spread over
 # all articles of ../shared/data train; dev: every 4th question of the official dev set.
 #
 #   TEACHER=runs/minilm-l6-squad2 QUESTIONS=4000 bash bench/distill_cpu_small.sh
@@ -20,6 +23,7 @@ PY=${PY:-python}
 W=${W:-runs/cpu-small}
 TEACHER=${TEACHER:-runs/minilm-l6-squad2}
 BASE=${BASE:-pip:all-MiniLM-L6-v2}
+STUDENT_FROM=${STUDENT_FROM:-$BASE}
 QUESTIONS=${QUESTIONS:-4000}
 EPOCHS=${EPOCHS:-2}
 FACTOR=${FACTOR:-4}
@@ -77,11 +81,12 @@ EOF
 t build $PY -c "
 from pocketqa.distill import build_student
 from pocketqa.models import load_tokenizer, resolve_model, save_qa_model
-m, info = build_student(resolve_model('$BASE'), layers=3, seed=42)
-save_qa_model(m, load_tokenizer(resolve_model('$BASE')), '$W/student', meta={'student': info}); print(info)"
+m, info = build_student(resolve_model('$STUDENT_FROM'), layers=3, seed=42)
+save_qa_model(m, load_tokenizer(resolve_model('$STUDENT_FROM')), '$W/student', meta={'student': info}); print(info)"
 
 C=(--batch-size 32 --warmup 0.1 --weight-decay 0.01 --cache-dir "$W/cache" --overwrite --device cpu)
-ev teacher "$TEACHER"
+[ -f "$W/eval_teacher.json" ] || ev teacher "$TEACHER"
+ev student "$W/student"  # the starting point, before any training
 t a $PY -m pocketqa train --model "$W/student" --train "$W/train.json" --out "$W/a" "${C[@]}" --epochs "$EPOCHS" \
   --learning-rate 1e-4 --save-steps 0 --log-steps 50 --precision "$PRECISION"
 ev a "$W/a"
@@ -99,4 +104,8 @@ t augment $PY -m pocketqa augment --data "$W/train.json" --out "$W/aug.json" --f
 t d $PY -m pocketqa distill --teacher "$TEACHER" --student "$W/student" --train "$W/train.json" "$W/aug.json" \
   --out "$W/d" "${C[@]}" --stage 2 --stage2-epochs 1 --stage2-learning-rate 1e-4 --log-steps 50 --precision "$PRECISION" --no-progress
 ev d "$W/d"
+# (e): control for (d): stage 2 on the slice alone for as many steps as (d) took.
+t e $PY -m pocketqa distill --teacher "$TEACHER" --student "$W/student" --train "$W/train.json" --out "$W/e" "${C[@]}" \
+  --stage 2 --stage2-epochs $((FACTOR + 1)) --stage2-learning-rate 1e-4 --log-steps 50 --precision "$PRECISION" --no-progress
+ev e "$W/e"
 cat "$W/times.txt" "$W/results.jsonl"
