@@ -236,15 +236,6 @@ def test_refuses_teacher_windows_over_the_teacher_limit(student_tok, examples):
         tight.teacher_batch(batch)
 
 
-@pytest.fixture()
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy CPU extra threads cost 4x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_prediction_layer_kd_through_the_bridge(bridge, student_tok, teacher_tok, examples):

@@ -61,6 +61,7 @@ from .train import (
     epoch_seed,
     file_sha256,
     load_train_features,
+    to_device,
     warmup_steps_for,
 )
 
@@ -978,19 +979,6 @@ class _Log:
                 f.write(json.dumps(record) + "\n")
 
 
-def _to_device(tensor, device):
-    """A CPU tensor on ``device``; to CUDA through pinned memory without blocking the host.
-
-    A plain ``.to("cuda")`` from pageable memory waits for the GPU queue to drain, one more
-    sync per step next to the ``.item()`` the loops no longer do (issue 4).
-    """
-    import torch
-
-    if torch.device(device).type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
-
-
 def _drain(pending: list, losses: list[float], stage: int, first_step: int) -> None:
     """Moves per-step device losses into ``losses`` in one transfer; refuses a non-finite one.
 
@@ -1111,14 +1099,14 @@ def distill_intermediate(
                 if step >= total:
                     break
                 cpu = {k: torch.from_numpy(v) for k, v in collate(data, idx, pad_id, names).items()}
-                moved = {k: _to_device(cpu[k], device) for k in {*names, "attention_mask"}}
+                moved = {k: to_device(cpu[k], device) for k in {*names, "attention_mask"}}
                 batch, mask = {k: moved[k] for k in s_names}, moved["attention_mask"].bool()
                 if bridge is None:
                     t_batch, t_mask, index = {k: moved[k] for k in t_names}, mask, None
                 else:  # built from the CPU copy: the bridge's row checks would sync on a GPU
                     t_cpu, index = bridge.teacher_batch(cpu)
-                    t_batch = {k: _to_device(t_cpu[k], device) for k in t_names if k in t_cpu}
-                    t_mask, index = t_batch["attention_mask"].bool(), _to_device(index, device)
+                    t_batch = {k: to_device(t_cpu[k], device) for k in t_names if k in t_cpu}
+                    t_mask, index = t_batch["attention_mask"].bool(), to_device(index, device)
                 with torch.no_grad(), _autocast(device, precision):
                     t_out = teacher.base_model(**t_batch, output_hidden_states=True)
                     t_hidden = t_out.hidden_states
@@ -1242,12 +1230,12 @@ def distill_prediction(
                     break
                 arrays = collate(data, idx, pad_id, names)
                 width = arrays["input_ids"].shape[1]
-                batch = {k: _to_device(torch.from_numpy(arrays[k]), device) for k in names}
-                valid = _to_device(torch.from_numpy(gather_rows(mask, data, idx, width, False)), device)
-                t_start = _to_device(torch.from_numpy(gather_rows(logits.start, data, idx, width).astype(np.float32)), device)
-                t_end = _to_device(torch.from_numpy(gather_rows(logits.end, data, idx, width).astype(np.float32)), device)
-                starts = _to_device(torch.from_numpy(arrays["start_positions"]), device)
-                ends = _to_device(torch.from_numpy(arrays["end_positions"]), device)
+                batch = {k: to_device(arrays[k], device) for k in names}
+                valid = to_device(gather_rows(mask, data, idx, width, False), device)
+                t_start = to_device(gather_rows(logits.start, data, idx, width).astype(np.float32), device)
+                t_end = to_device(gather_rows(logits.end, data, idx, width).astype(np.float32), device)
+                starts = to_device(arrays["start_positions"], device)
+                ends = to_device(arrays["end_positions"], device)
                 with _autocast(device, precision):
                     out = student(**batch)
                 kd = (

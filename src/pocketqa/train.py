@@ -884,7 +884,7 @@ def train(config: TrainConfig) -> dict:
                 if step >= total_steps:
                     break
                 for i, micro in enumerate(micro_batches):
-                    inputs = {k: _to_device(v, device) for k, v in micro.items()}
+                    inputs = {k: to_device(v, device) for k, v in micro.items()}
                     starts, ends = inputs.pop("start_positions"), inputs.pop("end_positions")
                     # Gradients are all-reduced once per step, after the last micro-batch.
                     sync = world == 1 or i == len(micro_batches) - 1
@@ -1066,13 +1066,19 @@ def _check_resumable(state: dict, path: Path, data: TrainData, config: TrainConf
         )
 
 
-def _to_device(array: np.ndarray, device):
+def to_device(value, device):
+    """A numpy array or CPU tensor on ``device``; to CUDA through pinned memory, without blocking.
+
+    A plain ``.to("cuda")`` from pageable memory waits for the GPU queue to drain: one sync
+    per step in a training loop that otherwise reads the loss only at log steps.
+    """
     import torch
 
-    tensor = torch.from_numpy(array)
+    tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+    device = torch.device(device)
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor
+    return tensor.to(device)
 
 
 def _global_mean(total, count: int) -> float:
