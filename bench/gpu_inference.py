@@ -41,6 +41,7 @@ from inference_cpu import (  # noqa: E402
     environment,
     explain_mismatches,
     load_questions,
+    pipeline_scoring,
     time_pocketqa,
     write_questions,
 )
@@ -84,6 +85,7 @@ def bench_gpu_model(variants: dict, worker: AnchorWorker, examples, pipeline_bs:
     rows = []
     for name, qa in variants.items():
         ours = last[name]["answers"]
+        by_rule = time_pocketqa(pipeline_scoring(qa), examples, qa.batch_size, warmup=0)["answers"]  # untimed
         mismatches = explain_mismatches(qa, examples, ours, theirs, last["pipeline"]["scores"])
         if not name.startswith("fp32"):
             for m in mismatches:
@@ -93,17 +95,20 @@ def bench_gpu_model(variants: dict, worker: AnchorWorker, examples, pipeline_bs:
             "pocketqa_qps": qps[name], "pipeline_qps": qps["pipeline"], "ratio": qps[name] / qps["pipeline"],
             "seconds": {"pocketqa": times[name], "pipeline": times["pipeline"]},
             "identical_answers": sum(ours[ex.id] == theirs[ex.id] for ex in examples) / len(examples),
+            "identical_answers_pipeline_scoring": sum(by_rule[ex.id] == theirs[ex.id] for ex in examples) / len(examples),
             "mismatches": mismatches[:50],
         })
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| model | pocketqa | pipeline q/s (fp32, batch) | pocketqa q/s | ratio | identical answers |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| model | pocketqa | pipeline q/s (fp32, batch) | pocketqa q/s | ratio | identical answers "
+             "| identical, scoring=pipeline |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['variant']} | {r['pipeline_qps']:.1f} (b{r['pipeline_batch_size']}) | "
-                     f"{r['pocketqa_qps']:.1f} | {r['ratio']:.2f}x | {100 * r['identical_answers']:.1f} % |")
+                     f"{r['pocketqa_qps']:.1f} | {r['ratio']:.2f}x | {100 * r['identical_answers']:.1f} % | "
+                     f"{100 * r['identical_answers_pipeline_scoring']:.1f} % |")
     return "\n".join(lines)
 
 

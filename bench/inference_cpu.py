@@ -27,6 +27,7 @@ imports nothing from pocketqa. bench/gpu_inference.py reuses the helpers below.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -220,6 +221,13 @@ def explain_mismatches(qa, examples, ours: dict, theirs: dict, their_scores: dic
     return out
 
 
+def pipeline_scoring(qa):
+    """The same answerer (same backend and model) decoding with scoring="pipeline", n_best=1."""
+    twin = copy.copy(qa)
+    twin.scoring, twin.n_best = "pipeline", 1
+    return twin
+
+
 def bench_model(qa, worker: AnchorWorker, examples, batch_sizes: dict[str, tuple[int, int]], rounds: int,
                 warmup: int = 8, extra: dict | None = None) -> list[dict]:
     """Times pocketqa and the pipeline in turn, ``rounds`` times per mode; one row per mode.
@@ -255,12 +263,21 @@ def bench_model(qa, worker: AnchorWorker, examples, batch_sizes: dict[str, tuple
         cpu = {s: statistics.median(t) for s, t in cpu_times.items()}
         same = {s: sum(last[s]["answers"][ex.id] == theirs[ex.id] for ex in examples) / len(examples) for s in sides}
         ours = last["pocketqa"]["answers"]
+        # Untimed: the same model decoded by the pipeline's own rule (one candidate per
+        # window, as its top_k=1), which must leave no difference but float rounding.
+        by_rule = time_pocketqa(pipeline_scoring(qa), examples, ours_bs, warmup=0)["answers"]
+        same_rule = sum(by_rule[ex.id] == theirs[ex.id] for ex in examples) / len(examples)
         rows.append({
             "mode": mode, "pocketqa_batch_size": ours_bs, "pipeline_batch_size": anchor_bs,
             "pocketqa_qps": qps["pocketqa"], "pipeline_qps": qps["pipeline"],
             "ratio": qps["pocketqa"] / qps["pipeline"], "seconds": times, "cpu_seconds": cpu_times,
             "cpu_ratio": cpu["pipeline"] / cpu["pocketqa"],
             "identical_answers": same["pocketqa"],
+            "identical_answers_pipeline_scoring": same_rule,
+            "mismatches_pipeline_scoring": [
+                {"id": ex.id, "pocketqa": by_rule[ex.id], "pipeline": theirs[ex.id]}
+                for ex in examples if by_rule[ex.id] != theirs[ex.id]
+            ],
             "abstained": {"pocketqa": sum(v == "" for v in ours.values()) / len(ours),
                           "pipeline": sum(v == "" for v in theirs.values()) / len(theirs)},
             "mismatches": explain_mismatches(qa, examples, ours, theirs, last["pipeline"]["scores"]),
@@ -271,11 +288,13 @@ def bench_model(qa, worker: AnchorWorker, examples, batch_sizes: dict[str, tuple
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| model | mode | pipeline q/s | pocketqa q/s | ratio | CPU-time ratio | identical answers |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | mode | pipeline q/s | pocketqa q/s | ratio | CPU-time ratio | identical answers "
+             "| identical, scoring=pipeline |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['mode']} | {r['pipeline_qps']:.2f} | {r['pocketqa_qps']:.2f} | "
-                     f"{r['ratio']:.2f}x | {r['cpu_ratio']:.2f}x | {100 * r['identical_answers']:.1f} % |")
+                     f"{r['ratio']:.2f}x | {r['cpu_ratio']:.2f}x | {100 * r['identical_answers']:.1f} % | "
+                     f"{100 * r['identical_answers_pipeline_scoring']:.1f} % |")
     return "\n".join(lines)
 
 
@@ -444,6 +463,9 @@ def main(argv=None) -> None:
         for m in r["mismatches"]:
             print(f"  differs [{r['model']}, {r['mode']}] {m['id']}: pocketqa {m['pocketqa']!r} vs pipeline "
                   f"{m['pipeline']!r} ({m['reason']})")
+        for m in r["mismatches_pipeline_scoring"]:
+            print(f"  differs with scoring=pipeline [{r['model']}, {r['mode']}] {m['id']}: pocketqa "
+                  f"{m['pocketqa']!r} vs pipeline {m['pipeline']!r}")
     if args.onnx:
         print(runtime_table(rows))
     if args.out:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from pocketqa.squad import load_squad
 from pocketqa.train import (
     TrainConfig,
     batch_order,
+    build_optimizer,
     collate,
     file_sha256,
     list_checkpoints,
@@ -176,6 +178,27 @@ def test_features_are_cached_as_plain_arrays_and_collate_like_pad_batch(tmp_path
 
 
 # -- the loop -----------------------------------------------------------------------------
+
+
+def test_cpu_optimizer_is_fused_adamw_and_steps_like_the_reference():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    reference = copy.deepcopy(model)
+    opt = build_optimizer(model, 1e-2, 0.1)
+    assert opt.defaults["fused"] is True  # the CPU kernel (torch >= 2.4; bench/optimizer_cpu.py)
+    ref_opt = torch.optim.AdamW(
+        [{"params": [p for p in reference.parameters() if p.ndim >= 2], "weight_decay": 0.1},
+         {"params": [p for p in reference.parameters() if p.ndim < 2], "weight_decay": 0.0}],
+        lr=1e-2, foreach=False,
+    )
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for m, o in ((model, opt), (reference, ref_opt)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_loss_goes_down(tmp_path, tiny_bert_dir, tiny_squad_file):

@@ -24,6 +24,9 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: 64 on GPU, 4 on CPU)")
+    p.add_argument("--scoring", choices=("logits", "pipeline"), default="logits",
+                   help="how spans and the null answer are scored: logits (utils_qa, default) or pipeline "
+                        "(as transformers' removed QA pipeline: per-window probabilities)")
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -53,6 +56,7 @@ def _load_answerer(args, threshold=None):
         threads=args.threads,
         threshold=threshold,
         batch_size=args.batch_size,
+        scoring=getattr(args, "scoring", "logits"),
         **_window_kwargs(args),
     )
 
@@ -177,7 +181,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=None, help="require this X-API-Key on /v1/* (default: $POCKETQA_API_KEY)")
     p.add_argument("--max-batch", type=int, default=32, help="most questions per model call (1 = no batching)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a question waits for others to batch with")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="under concurrent load, how long a batch waits for more questions")
     p.add_argument("--max-context-chars", type=int, default=20_000)
     p.add_argument("--max-question-chars", type=int, default=1_000)
     p.add_argument("--max-batch-items", type=int, default=64, help="most items in one /v1/answer/batch request")
@@ -207,6 +211,7 @@ def cmd_serve(args) -> int:
         batch_size=args.batch_size,
         limits=limits,
         log_level=args.log_level,
+        scoring=args.scoring,
         **_window_kwargs(args),
     )
     return 0

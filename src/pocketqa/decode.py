@@ -13,6 +13,20 @@ The rules follow transformers' examples ``utils_qa.postprocess_qa_predictions`` 
 
 One deliberate difference: when no valid span exists at all, utils_qa answers the
 literal text "empty"; we abstain instead (null_odds = +inf).
+
+``scoring="pipeline"`` instead scores like transformers' QA pipeline (4.x; removed in 5.3),
+for users who want the answers their pipeline code gave:
+
+- per window, softmax over the context tokens and CLS, separately for start and end;
+  span score = p_start(i) * p_end(j), CLS excluded; the ``n_best`` best spans per window
+  (the pipeline keeps ``top_k``: n_best=1 reproduces its default top_k=1);
+- spans with the same text (case-insensitive) in several windows add up their scores;
+- null score = min over windows of p_start(CLS) * p_end(CLS); null_odds =
+  log(null score / best span score), so threshold 0 is the pipeline's own rule (the null
+  answer wins when its probability is higher than the best span's).
+
+Within one window both rules pick the same best span and the same null decision at
+threshold 0; they can differ when a question needs several windows.
 """
 
 from __future__ import annotations
@@ -23,7 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import PocketQAError
 from .features import Features
+
+SCORINGS = ("logits", "pipeline")
 
 
 @dataclass(frozen=True)
@@ -43,8 +60,10 @@ class Decoded:
 
     Attributes:
         spans: Non-null candidates, best first (at most n_best).
-        null_score: min over windows of start[CLS] + end[CLS].
-        null_odds: null_score - best span score (+inf when there is no span).
+        null_score: min over windows of start[CLS] + end[CLS] (scoring="pipeline": of
+            p_start(CLS) * p_end(CLS)).
+        null_odds: null_score - best span score (+inf when there is no span); with
+            scoring="pipeline", log(null_score / best span score).
         null_probability: softmax weight of the null answer among the n-best.
     """
 
@@ -73,6 +92,7 @@ def decode_example(
     cls_index: Sequence[int],
     n_best: int = 20,
     max_answer_length: int = 30,
+    scoring: str = "logits",
 ) -> Decoded:
     """Decodes one question from the logits of all its windows.
 
@@ -85,7 +105,12 @@ def decode_example(
         cls_index: Per window, the position of the null ("no answer") token.
         n_best: Candidates kept per window per side, and in the final list.
         max_answer_length: Longest answer in tokens.
+        scoring: "logits" (utils_qa, the default) or "pipeline" (see the module docstring).
     """
+    if scoring == "pipeline":
+        return _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_best, max_answer_length)
+    if scoring != "logits":
+        raise PocketQAError(f"scoring must be one of {', '.join(SCORINGS)}, found {scoring!r}")
     null_score = math.inf
     candidates: list[tuple[float, int, int]] = []  # (score, char_start, char_end)
     for s_log, e_log, offs, cls in zip(start_logits, end_logits, offsets, cls_index):
@@ -122,6 +147,52 @@ def decode_example(
     return Decoded(spans=spans, null_score=null_score, null_odds=null_odds, null_probability=null_probability)
 
 
+def _window_probabilities(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    x = np.where(allowed, logits, -np.inf)
+    p = np.exp(x - x.max())
+    return p / p.sum()
+
+
+def _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_best, max_answer_length) -> Decoded:
+    null_prob = math.inf
+    by_text: dict[str, list] = {}  # lower-cased text -> [score, char_start, char_end], first seen kept
+    for s_log, e_log, offs, cls in zip(start_logits, end_logits, offsets, cls_index):
+        n = len(offs)
+        is_ctx = np.fromiter((o is not None for o in offs), dtype=bool, count=n)
+        allowed = is_ctx.copy()
+        allowed[cls] = True
+        p_start = _window_probabilities(np.asarray(s_log[:n], dtype=np.float64), allowed)
+        p_end = _window_probabilities(np.asarray(e_log[:n], dtype=np.float64), allowed)
+        null_prob = min(null_prob, float(p_start[cls] * p_end[cls]))
+        ctx = np.flatnonzero(is_ctx)
+        if not len(ctx):
+            continue
+        scores = p_start[ctx][:, None] * p_end[ctx][None, :]
+        length = ctx[None, :] - ctx[:, None]
+        scores = np.where((length >= 0) & (length < max_answer_length), scores, -1.0).ravel()
+        k = min(n_best, int((scores >= 0).sum()))
+        top = np.argpartition(-scores, k - 1)[:k] if k else np.empty(0, dtype=int)
+        for flat in top[np.argsort(-scores[top], kind="stable")].tolist():
+            i, j = divmod(flat, len(ctx))
+            start, end = offs[ctx[i]][0], offs[ctx[j]][1]
+            key = context[start:end].lower()
+            if key in by_text:
+                by_text[key][0] += float(scores[flat])
+            else:
+                by_text[key] = [float(scores[flat]), start, end]
+    ranked = sorted(by_text.values(), key=lambda c: c[0], reverse=True)[:n_best]
+    spans = [Span(text=context[cs:ce], start=cs, end=ce, score=sc, probability=sc) for sc, cs, ce in ranked]
+    if not math.isfinite(null_prob):
+        null_prob = 0.0
+    if not spans:
+        null_odds = math.inf
+    elif spans[0].score <= 0.0:  # best span underflowed to 0: only the null answer has weight
+        null_odds = math.inf if null_prob > 0 else 0.0
+    else:
+        null_odds = math.log(null_prob) - math.log(spans[0].score) if null_prob > 0 else -math.inf
+    return Decoded(spans=spans, null_score=null_prob, null_odds=null_odds, null_probability=null_prob)
+
+
 def decode_features(
     examples: Sequence,
     features: Features,
@@ -129,6 +200,7 @@ def decode_features(
     end_logits: Sequence[np.ndarray],
     n_best: int = 20,
     max_answer_length: int = 30,
+    scoring: str = "logits",
 ) -> list[Decoded]:
     """Decodes every example from the logits of its windows (rows aligned with ``features``)."""
     by_example: list[list[int]] = [[] for _ in examples]
@@ -145,6 +217,7 @@ def decode_features(
                 [int(features.cls_index[w]) for w in windows],
                 n_best=n_best,
                 max_answer_length=max_answer_length,
+                scoring=scoring,
             )
         )
     return out

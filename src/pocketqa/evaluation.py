@@ -112,10 +112,13 @@ def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = Fals
         model_dir = Path(resolve_model(model_arg))
         if not model_dir.is_dir():
             raise PocketQAError(f"--save-threshold needs a local model directory, got {model_arg!r}")
-        update_meta(
-            model_dir,
-            threshold=scores["best_f1_thresh"],
-            calibration={"data": str(data_path), "best_f1": scores["best_f1"], "best_exact": scores["best_exact"]},
-        )
+        from .answerer import threshold_key
+
+        calibration = {"data": str(data_path), "best_f1": scores["best_f1"], "best_exact": scores["best_exact"]}
+        if qa.scoring == "logits":
+            update_meta(model_dir, threshold=scores["best_f1_thresh"], calibration=calibration)
+        else:
+            update_meta(model_dir, **{threshold_key(qa.scoring): scores["best_f1_thresh"],
+                                      f"{qa.scoring}_calibration": calibration})
         scores["saved_threshold"] = scores["best_f1_thresh"]
     return {"scores": scores, "table": format_table(scores)}

@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .squad import Example
+from .tokenizer import as_window_tokenizer
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,10 @@ def truncate_questions(tokenizer, questions: Sequence[str], max_query_length: in
     spaces, which would waste window room.
     """
     questions = [q.lstrip() for q in questions]
-    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
     out = []
-    for q, offs in zip(questions, enc["offset_mapping"]):
-        if len(offs) > max_query_length:
-            q = q[: offs[max_query_length - 1][1]]
+    for q, (enc,) in zip(questions, as_window_tokenizer(tokenizer).encode(questions, add_special_tokens=False)):
+        if len(enc.offsets) > max_query_length:
+            q = q[: enc.offsets[max_query_length - 1][1]]
         out.append(q)
     return out
 
@@ -134,55 +134,48 @@ def make_features(
 
     Args:
         examples: The examples, in any order.
-        tokenizer: A fast (Rust-backed) Hugging Face tokenizer with padding on the right.
+        tokenizer: A transformers fast (Rust-backed) tokenizer, or a WindowTokenizer.
         config: Window sizes.
         labels: Also compute training labels (start/end token positions).
 
     Returns:
         Features with one row per window, windows of an example contiguous and in order.
     """
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(
-            f"{type(tokenizer).__name__} is not a fast tokenizer; pocketqa needs character offsets "
-            "(load it with use_fast=True or save a tokenizer.json)"
-        )
-    questions = truncate_questions(tokenizer, [ex.question for ex in examples], config.max_query_length)
-    contexts = [ex.context for ex in examples]
-    wants_types = "token_type_ids" in tokenizer.model_input_names
-    enc = tokenizer(
-        questions,
-        contexts,
-        truncation="only_second",
-        max_length=config.max_seq_length,
-        stride=config.doc_stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        return_token_type_ids=wants_types,
-        padding=False,
-    )
-    sample_map = enc["overflow_to_sample_mapping"]
-    cls_id = tokenizer.cls_token_id
+    tok = as_window_tokenizer(tokenizer)
+    questions = truncate_questions(tok, [ex.question for ex in examples], config.max_query_length)
+    pairs = list(zip(questions, (ex.context for ex in examples)))
+    wants_types = "token_type_ids" in tok.model_input_names
+    cls_id = tok.cls_token_id
+    input_ids: list[list[int]] = []
+    type_ids: list[list[int]] = []
     all_offsets: list[list[tuple[int, int] | None]] = []
-    cls_index = np.zeros(len(sample_map), dtype=np.int64)
-    starts = np.zeros(len(sample_map), dtype=np.int64) if labels else None
-    ends = np.zeros(len(sample_map), dtype=np.int64) if labels else None
-    for i, ex_idx in enumerate(sample_map):
-        seq_ids = enc.sequence_ids(i)
-        offsets = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][i], seq_ids)]
-        all_offsets.append(offsets)
-        ids = enc["input_ids"][i]
-        cls = ids.index(cls_id) if cls_id is not None and cls_id in ids else 0
-        cls_index[i] = cls
-        if labels:
-            starts[i], ends[i] = _label(examples[ex_idx], offsets, cls)
+    sample_map: list[int] = []
+    cls_index: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for ex_idx, windows in enumerate(tok.encode(pairs, max_length=config.max_seq_length, stride=config.doc_stride)):
+        for enc in windows:
+            ids = enc.ids
+            offsets = [o if s == 1 else None for o, s in zip(enc.offsets, enc.sequence_ids)]
+            cls = ids.index(cls_id) if cls_id is not None and cls_id in ids else 0
+            input_ids.append(ids)
+            if wants_types:
+                type_ids.append(enc.type_ids)
+            all_offsets.append(offsets)
+            sample_map.append(ex_idx)
+            cls_index.append(cls)
+            if labels:
+                start, end = _label(examples[ex_idx], offsets, cls)
+                starts.append(start)
+                ends.append(end)
     return Features(
-        input_ids=enc["input_ids"],
-        token_type_ids=enc["token_type_ids"] if wants_types else None,
+        input_ids=input_ids,
+        token_type_ids=type_ids if wants_types else None,
         offsets=all_offsets,
         example_index=np.asarray(sample_map, dtype=np.int64),
-        cls_index=cls_index,
-        start_positions=starts,
-        end_positions=ends,
+        cls_index=np.asarray(cls_index, dtype=np.int64),
+        start_positions=np.asarray(starts, dtype=np.int64) if labels else None,
+        end_positions=np.asarray(ends, dtype=np.int64) if labels else None,
     )
 
 

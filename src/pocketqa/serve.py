@@ -66,9 +66,11 @@ class Limits:
 class MicroBatcher:
     """Collects questions from concurrent requests into shared model calls.
 
-    One worker task per event loop takes the first waiting question, then keeps taking
-    more until it holds ``max_batch`` or ``max_wait_ms`` have passed, and runs the batch
-    in a single-thread executor (the model is never called from two threads at once).
+    One worker task per event loop takes the first waiting question and everything queued
+    behind it (up to ``max_batch``), and runs the batch in a single-thread executor (the
+    model is never called from two threads at once). Under concurrent load (the previous
+    batch held more than one question) it also waits up to ``max_wait_ms`` for stragglers;
+    a lone client never waits: its batches of one go straight to the model.
 
     Attributes:
         model_calls: How many batches went to the model (tests compare it with requests).
@@ -93,6 +95,7 @@ class MicroBatcher:
         self.questions = 0
         self.largest_batch = 0
         self.pending = 0
+        self._last_batch = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocketqa-model")
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -129,7 +132,9 @@ class MicroBatcher:
     async def _collect(self, queue: asyncio.Queue) -> list[tuple[Example, asyncio.Future]]:
         batch = [await queue.get()]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait
+        # Waiting only pays when other callers are about to send: a lone client would
+        # just add max_wait to every answer.
+        deadline = loop.time() + (self.max_wait if self._last_batch > 1 else 0.0)
         while len(batch) < self.max_batch:
             try:  # whatever is already queued joins without waiting
                 batch.append(queue.get_nowait())
@@ -163,6 +168,7 @@ class MicroBatcher:
             self.model_calls += 1
             self.questions += len(batch)
             self.largest_batch = max(self.largest_batch, len(batch))
+            self._last_batch = len(batch)
             for (_, fut), d in zip(batch, decoded):
                 if not fut.done():
                     fut.set_result(d)
@@ -512,6 +518,7 @@ def serve(
     batch_size: int | None = None,
     limits: Limits = Limits(),
     log_level: str = "info",
+    scoring: str = "logits",
     **window,
 ) -> None:
     """Loads a model and serves it with uvicorn until interrupted (``pocketqa serve``).
@@ -528,7 +535,8 @@ def serve(
 
     api_key = resolve_api_key(api_key)
     path = resolve_model(model)
-    qa = QuestionAnswerer.from_pretrained(path, device=device, threads=threads, batch_size=batch_size, **window)
+    qa = QuestionAnswerer.from_pretrained(path, device=device, threads=threads, batch_size=batch_size,
+                                          scoring=scoring, **window)
     app = create_app(qa, api_key=api_key, limits=limits, max_batch=max_batch, max_wait_ms=max_wait_ms, model_dir=path)
     auth = "on (X-API-Key)" if api_key else "off"
     print(f"serving {qa.name} on http://{host}:{port}  (docs: /docs, API key: {auth}, max batch {max_batch})", flush=True)

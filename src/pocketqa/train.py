@@ -582,7 +582,9 @@ def build_optimizer(model, lr: float, weight_decay: float, extra_params=None, ep
         extra_params: More parameters to train with the model (e.g. distillation
             projections); the same decay rule applies.
         eps: Adam epsilon.
-        fused: Use the fused CUDA kernel; None = when every parameter is on CUDA.
+        fused: Use torch's fused AdamW kernel; None = when every parameter is on CUDA, or
+            on the CPU with torch >= 2.4 (6.5x faster a step than torch's default loop for a
+            17M-parameter student on 2 cores: bench/optimizer_cpu.py).
     """
     import torch
 
@@ -592,9 +594,17 @@ def build_optimizer(model, lr: float, weight_decay: float, extra_params=None, ep
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     if fused is None:
-        fused = bool(params) and all(p.is_cuda for p in params)
+        fused = bool(params) and (all(p.is_cuda for p in params) or
+                                  (all(p.device.type == "cpu" for p in params) and _torch_at_least(2, 4)))
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, eps=eps, fused=fused or None)
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    import torch
+
+    version = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    return version >= (major, minor)
 
 
 def warmup_steps_for(warmup: float, total_steps: int) -> int:
