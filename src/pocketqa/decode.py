@@ -79,6 +79,22 @@ class Decoded:
         return self.spans[0].text
 
 
+def _context_mask(offsets: Sequence) -> np.ndarray:
+    """True where a token lies in the context (its offsets are not None)."""
+    n = len(offsets)
+    first, last = 0, n - 1
+    while first < n and offsets[first] is None:
+        first += 1
+    while last >= first and offsets[last] is None:
+        last -= 1
+    mask = np.zeros(n, dtype=bool)
+    if hasattr(offsets, "count") and offsets.count(None) == first + n - 1 - last:  # one contiguous run (C-speed check)
+        mask[first : last + 1] = True
+    else:
+        mask[:] = [o is not None for o in offsets]
+    return mask
+
+
 def _top(x: np.ndarray, n: int) -> np.ndarray:
     # argsort descending, as utils_qa does (ties broken the same way)
     return np.argsort(x)[-1 : -n - 1 : -1]
@@ -112,37 +128,44 @@ def decode_example(
     if scoring != "logits":
         raise PocketQAError(f"scoring must be one of {', '.join(SCORINGS)}, found {scoring!r}")
     null_score = math.inf
-    candidates: list[tuple[float, int, int]] = []  # (score, char_start, char_end)
-    for s_log, e_log, offs, cls in zip(start_logits, end_logits, offsets, cls_index):
+    # Candidates as arrays in utils_qa's order (window, then top starts, then top ends), so
+    # that a stable sort breaks score ties as its Python sort does; text is looked up only
+    # for the n-best.
+    scores, windows, span_starts, span_ends = [], [], [], []
+    for w, (s_log, e_log, offs, cls) in enumerate(zip(start_logits, end_logits, offsets, cls_index)):
         n = len(offs)
         s_log = np.asarray(s_log[:n], dtype=np.float64)
         e_log = np.asarray(e_log[:n], dtype=np.float64)
         null_score = min(null_score, float(s_log[cls] + e_log[cls]))
-        is_ctx = np.fromiter((o is not None for o in offs), dtype=bool, count=n)
-        starts = _top(s_log, n_best)
-        ends = _top(e_log, n_best)
-        s_grid, e_grid = np.meshgrid(starts, ends, indexing="ij")
+        is_ctx = _context_mask(offs)
+        s_grid, e_grid = _top(s_log, n_best)[:, None], _top(e_log, n_best)[None, :]
         valid = is_ctx[s_grid] & is_ctx[e_grid] & (e_grid >= s_grid) & (e_grid - s_grid + 1 <= max_answer_length)
-        for s, e in zip(s_grid[valid].tolist(), e_grid[valid].tolist()):
-            candidates.append((float(s_log[s] + e_log[e]), offs[s][0], offs[e][1]))
+        s_idx, e_idx = np.broadcast_to(s_grid, valid.shape)[valid], np.broadcast_to(e_grid, valid.shape)[valid]
+        scores.append(s_log[s_idx] + e_log[e_idx])
+        windows.append(np.full(len(s_idx), w))
+        span_starts.append(s_idx)
+        span_ends.append(e_idx)
     # n-best of spans and null sorted together, null re-added if it fell out (as utils_qa),
     # then a softmax over that list gives each entry a probability-like score.
     has_null = math.isfinite(null_score)
-    if has_null:
-        candidates.append((null_score, -1, -1))
-    candidates.sort(key=lambda c: c[0], reverse=True)
-    kept = candidates[:n_best]
-    if has_null and not any(c[1] == -1 for c in kept):
-        kept.append((null_score, -1, -1))
-    scores = np.array([c[0] for c in kept], dtype=np.float64)
-    probs = np.exp(scores - scores.max()) if len(kept) else scores
+    all_scores = np.concatenate([*scores, [null_score] if has_null else []])
+    null_at = len(all_scores) - 1 if has_null else -1
+    kept = np.argsort(-all_scores, kind="stable")[:n_best]
+    if has_null and null_at not in kept:
+        kept = np.append(kept, null_at)
+    kept_scores = all_scores[kept]
+    probs = np.exp(kept_scores - kept_scores.max()) if len(kept) else kept_scores
     probs = probs / probs.sum() if len(kept) else probs
-    spans = [
-        Span(text=context[cs:ce], start=cs, end=ce, score=sc, probability=float(p))
-        for (sc, cs, ce), p in zip(kept, probs)
-        if cs >= 0
-    ]
-    null_probability = next((float(p) for c, p in zip(kept, probs) if c[1] == -1), 0.0)
+    windows, span_starts, span_ends = (np.concatenate(a).tolist() if a else [] for a in (windows, span_starts, span_ends))
+    null_probability = 0.0
+    spans = []
+    for k, sc, p in zip(kept.tolist(), kept_scores.tolist(), probs.tolist()):
+        if k == null_at:
+            null_probability = p
+            continue
+        offs = offsets[windows[k]]
+        cs, ce = offs[span_starts[k]][0], offs[span_ends[k]][1]
+        spans.append(Span(context[cs:ce], cs, ce, sc, p))
     null_odds = null_score - spans[0].score if spans else math.inf
     return Decoded(spans=spans, null_score=null_score, null_odds=null_odds, null_probability=null_probability)
 
