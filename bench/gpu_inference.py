@@ -164,6 +164,12 @@ def main(argv=None) -> None:
                 raise SystemExit(f"the worker imported transformers {anchor_env['transformers']}, not "
                                  f"{ANCHOR_TRANSFORMERS}: is --anchor-path {args.anchor_path} installed?")
             variants = {f"{d} b{b}": make_answerer(model_dir, args.device, d, b) for d, b in plan}
+            # the same as the last variant with windowing/decoding in series with the model
+            # (QuestionAnswerer.overlap, on by default on CUDA): what overlapping them gains
+            d, b = plan[-1]
+            serial = make_answerer(model_dir, args.device, d, b)
+            serial.overlap = False
+            variants[f"{d} b{b} no overlap"] = serial
             print(f"{name}: {len(examples)} questions on {args.device}", file=sys.stderr)
             try:
                 for row in bench_gpu_model(variants, worker, examples, args.pipeline_batch_size, args.rounds):

@@ -10,6 +10,7 @@ from pocketqa.decode import decode_example
 from pocketqa.errors import PocketQAError
 from pocketqa.features import WindowConfig
 from pocketqa.models import update_meta
+from pocketqa.squad import Example
 
 LONG = " ".join(f"paris was built in year {i} by the king of france and the people of the city." for i in range(40))
 QUESTIONS = [(q, ctx) for _, ctx, qas in CONTEXTS for q, _, _ in qas] + [
@@ -121,3 +122,28 @@ def test_bad_inputs(tiny_bert_dir, tmp_path):
     with pytest.raises(PocketQAError, match="pocketqa.json: invalid JSON"):
         QuestionAnswerer.from_pretrained(tmp_path)
     json.dumps(qa("who?", "Ann wrote it."))  # results are JSON-serialisable
+
+
+def test_overlapped_chunks_give_the_same_answers(tiny_bert_dir):
+    from pocketqa.answerer import OVERLAP_CHUNK
+
+    rng = np.random.default_rng(0)
+    examples = []
+    for i in range(2 * OVERLAP_CHUNK + 40):  # three chunks, the last one short
+        _, ctx, qas = CONTEXTS[i % len(CONTEXTS)]
+        words = ctx.split()
+        cut = int(rng.integers(0, len(words)))
+        examples.append(Example(id=str(i), title="", context=" ".join(words[cut:] + words[:cut]) * (1 + i % 3),
+                                question=qas[i % len(qas)][0]))
+    qa = QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu", max_seq_length=64, doc_stride=16,
+                                          max_query_length=16)
+    assert not qa.overlaps()  # on by default only for CUDA
+    expected = qa.decode_examples(examples)
+    qa.overlap = True
+    got = qa.decode_examples(examples, progress=True)
+    assert len(got) == len(examples)
+    # chunks are batched apart, so padding differs: logits agree to float rounding only
+    for d, e in zip(got, expected):
+        assert [(s.text, s.start, s.end) for s in d.spans] == [(s.text, s.start, s.end) for s in e.spans]
+        assert np.allclose([s.score for s in d.spans], [s.score for s in e.spans], rtol=1e-4, atol=1e-5)
+        assert math.isclose(d.null_odds, e.null_odds, rel_tol=1e-4, abs_tol=1e-5)

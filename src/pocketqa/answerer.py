@@ -23,6 +23,8 @@ from .models import load_qa_model, load_tokenizer, read_meta, resolve_model
 from .squad import Example
 from .tokenizer import TOKENIZER_FILE, WindowTokenizer
 
+OVERLAP_CHUNK = 512  # examples per chunk when windowing and decoding overlap the model
+
 
 class Backend(Protocol):
     """Runs a QA model on a padded batch; PyTorch and ONNX Runtime implement it."""
@@ -97,6 +99,7 @@ class QuestionAnswerer:
         self.name = name
         self.meta = meta or {}
         self.scoring = scoring
+        self.overlap: bool | None = None  # None: overlap windowing/decoding with the model on CUDA
 
     @classmethod
     def from_pretrained(
@@ -193,15 +196,60 @@ class QuestionAnswerer:
         return starts, ends
 
     def decode_examples(self, examples: Sequence[Example], progress: bool = False) -> list[Decoded]:
-        """Windows, runs and decodes many examples at once (the batched path)."""
+        """Windows, runs and decodes many examples at once (the batched path).
+
+        On a GPU (``overlap``), more than ``OVERLAP_CHUNK`` examples go in chunks: a helper
+        thread windows the next chunk and decodes the previous one while the model runs
+        on this one, so CPU work no longer adds to the GPU's (the answers are the same).
+        """
         if not examples:
             return []
+        if self.overlaps() and len(examples) > OVERLAP_CHUNK:
+            return self._decode_overlapped(examples, progress)
         features = make_features(examples, self.tokenizer, self.window)
         starts, ends = self.logits(features, progress=progress)
+        return self._decode(examples, features, starts, ends)
+
+    def overlaps(self) -> bool:
+        """Whether windowing and decoding overlap the model: ``overlap``, or by default on CUDA."""
+        if self.overlap is not None:
+            return self.overlap
+        device = getattr(self.backend, "device", None)
+        return getattr(device, "type", "cpu") == "cuda"
+
+    def _decode(self, examples, features, starts, ends) -> list[Decoded]:
         return decode_features(
             examples, features, starts, ends, n_best=self.n_best, max_answer_length=self.max_answer_length,
             scoring=self.scoring,
         )
+
+    def _decode_overlapped(self, examples: Sequence[Example], progress: bool) -> list[Decoded]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        chunks = [examples[i : i + OVERLAP_CHUNK] for i in range(0, len(examples), OVERLAP_CHUNK)]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(examples), desc="predict", unit="q")
+        # One helper thread, first in first out: it windows chunk i + 1 before it decodes
+        # chunk i - 1, while this thread runs chunk i (CUDA and the Rust tokenizer release
+        # the GIL while they work).
+        with ThreadPoolExecutor(1, thread_name_prefix="pocketqa-cpu") as helper:
+            windowing = helper.submit(make_features, chunks[0], self.tokenizer, self.window)
+            decoding = []
+            for i, chunk in enumerate(chunks):
+                features = windowing.result()
+                if i + 1 < len(chunks):
+                    windowing = helper.submit(make_features, chunks[i + 1], self.tokenizer, self.window)
+                starts, ends = self.logits(features)
+                decoding.append(helper.submit(self._decode, chunk, features, starts, ends))
+                if bar is not None:
+                    bar.update(len(chunk))
+            out = [d for future in decoding for d in future.result()]
+        if bar is not None:
+            bar.close()
+        return out
 
     def predict(
         self, examples: Sequence[Example], threshold: float | None = None, progress: bool = False
