@@ -190,14 +190,24 @@ def _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_be
         ctx = np.flatnonzero(is_ctx)
         if not len(ctx):
             continue
-        scores = p_start[ctx][:, None] * p_end[ctx][None, :]
-        length = ctx[None, :] - ctx[:, None]
-        scores = np.where((length >= 0) & (length < max_answer_length), scores, -1.0).ravel()
-        k = min(n_best, int((scores >= 0).sum()))
-        top = np.argpartition(-scores, k - 1)[:k] if k else np.empty(0, dtype=int)
-        for flat in top[np.argsort(-scores[top], kind="stable")].tolist():
-            i, j = divmod(flat, len(ctx))
-            start, end = offs[ctx[i]][0], offs[ctx[j]][1]
+        # Only spans of at most max_answer_length tokens: a band of the start x end matrix,
+        # row a = start ctx[a], column d = end ctx[a + d] (row-major order as the pipeline's).
+        m = len(ctx)
+        stop = np.searchsorted(ctx, ctx + max_answer_length)  # first end too far from each start
+        width = int((stop - np.arange(m)).max())
+        end_at = np.arange(m)[:, None] + np.arange(width)[None, :]
+        valid = end_at < stop[:, None]
+        end_at = np.minimum(end_at, m - 1)
+        scores = np.where(valid, p_start[ctx][:, None] * p_end[ctx][end_at], -1.0).ravel()
+        k = min(n_best, int(valid.sum()))
+        if k == 1:
+            top = np.array([np.argmax(scores)])  # the first best, as the pipeline's argmax
+        else:
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+        for flat in top.tolist():
+            a, d = divmod(flat, width)
+            start, end = offs[ctx[a]][0], offs[ctx[a + d]][1]
             key = context[start:end].lower()
             if key in by_text:
                 by_text[key][0] += float(scores[flat])
