@@ -15,6 +15,7 @@
 # all articles of ../shared/data train; dev: every 4th question of the official dev set.
 #
 #   TEACHER=runs/minilm-l6-squad2 QUESTIONS=4000 bash bench/distill_cpu_small.sh
+#   (AUG=0 stops after (c), for a larger slice in the same time)
 # Results: $W/results.jsonl (one line per run) and $W/times.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +98,7 @@ t c $PY -m pocketqa distill --teacher "$TEACHER" --student "$W/student" --train 
   --stage both --stage1-epochs "$EPOCHS" --stage1-learning-rate 1e-4 --stage2-epochs "$EPOCHS" \
   --stage2-learning-rate 1e-4 --log-steps 50 --precision "$PRECISION" --no-progress
 ev c "$W/c"
+if [ "${AUG:-1}" = 0 ]; then cat "$W/times.txt" "$W/results.jsonl"; exit 0; fi  # AUG=0: (a)-(c) only
 t mlm $PY -m pocketqa mlm-head --encoder "$BASE" --data "$W/train.json" --out "$W/mlm" --steps 200 --device cpu
 t augment $PY -m pocketqa augment --data "$W/train.json" --out "$W/aug.json" --factor "$FACTOR" --mlm "$W/mlm" \
   --seed 1 --device cpu

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .decode import SCORINGS, Decoded, decode_features
+from .decode import Decoded, check_scoring, decode_features
 from .errors import PocketQAError
 from .features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
 from .models import load_qa_model, load_tokenizer, read_meta, resolve_model
@@ -87,8 +87,6 @@ class QuestionAnswerer:
         meta: dict | None = None,
         scoring: str = "logits",
     ):
-        if scoring not in SCORINGS:
-            raise PocketQAError(f"scoring must be one of {', '.join(SCORINGS)}, found {scoring!r}")
         self.backend = backend
         self.tokenizer = tokenizer
         self.window = window
@@ -98,7 +96,7 @@ class QuestionAnswerer:
         self.batch_size = batch_size
         self.name = name
         self.meta = meta or {}
-        self.scoring = scoring
+        self.scoring = check_scoring(scoring)
         self.overlap: bool | None = None  # None: overlap windowing/decoding with the model on CUDA
 
     @classmethod
@@ -133,8 +131,7 @@ class QuestionAnswerer:
                 n_best=1 gives the pipeline's top_k=1 answers.
             **window: max_seq_length / doc_stride / max_query_length overrides.
         """
-        if scoring not in SCORINGS:
-            raise PocketQAError(f"scoring must be one of {', '.join(SCORINGS)}, found {scoring!r}")
+        check_scoring(scoring)  # before the slow model load
         path = resolve_model(name_or_path)
         meta = read_meta(path) if Path(path).is_dir() else {}
         win = {**meta.get("window", {}), **window}

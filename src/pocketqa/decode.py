@@ -79,6 +79,13 @@ class Decoded:
         return self.spans[0].text
 
 
+def check_scoring(scoring: str) -> str:
+    """Returns ``scoring`` if it names a scoring rule, else raises PocketQAError."""
+    if scoring not in SCORINGS:
+        raise PocketQAError(f"scoring must be one of {', '.join(SCORINGS)}, found {scoring!r}")
+    return scoring
+
+
 def _context_mask(offsets: Sequence) -> np.ndarray:
     """True where a token lies in the context (its offsets are not None)."""
     n = len(offsets)
@@ -123,10 +130,8 @@ def decode_example(
         max_answer_length: Longest answer in tokens.
         scoring: "logits" (utils_qa, the default) or "pipeline" (see the module docstring).
     """
-    if scoring == "pipeline":
+    if check_scoring(scoring) == "pipeline":
         return _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_best, max_answer_length)
-    if scoring != "logits":
-        raise PocketQAError(f"scoring must be one of {', '.join(SCORINGS)}, found {scoring!r}")
     null_score = math.inf
     # Candidates as arrays in utils_qa's order (window, then top starts, then top ends), so
     # that a stable sort breaks score ties as its Python sort does; text is looked up only
