@@ -158,3 +158,23 @@ def shared_dev() -> Path:
     if not path.is_file():
         pytest.skip(f"real SQuAD data not found at {path}")
     return path
+
+
+class CountingTeacher:
+    """Loads the teacher and counts loads and forward calls."""
+
+    def __init__(self):
+        self.loads = 0
+        self.calls = 0
+
+    def __call__(self, path, device):
+        from pocketqa.models import load_qa_model
+
+        self.loads += 1
+        model = load_qa_model(path, device=device)
+
+        def count(module, args, kwargs):
+            self.calls += 1
+
+        model.register_forward_pre_hook(count, with_kwargs=True)
+        return model

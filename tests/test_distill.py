@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, build_bert, build_tokenizer, squad_dict
+from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, squad_dict
 
 from pocketqa.cli import main
 from pocketqa.distill import (
@@ -66,26 +66,6 @@ def _config(tmp_path, teacher_dir, train_file, **overrides) -> DistillConfig:
     )
     values.update(overrides)
     return DistillConfig(**values)
-
-
-class CountingTeacher:
-    """Loads the teacher and counts loads and forward calls."""
-
-    def __init__(self):
-        self.loads = 0
-        self.calls = 0
-
-    def __call__(self, path, device):
-        from pocketqa.models import load_qa_model
-
-        self.loads += 1
-        model = load_qa_model(path, device=device)
-
-        def count(module, args, kwargs):
-            self.calls += 1
-
-        model.register_forward_pre_hook(count, with_kwargs=True)
-        return model
 
 
 # -- layer maps, checks, config ----------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, build_bert, squad_dict
+from conftest import REPO, CountingTeacher, build_bert, squad_dict
 from test_bridge import build_mpnet, build_mpnet_style_tokenizer
 
 from pocketqa.cli import main
@@ -77,19 +77,6 @@ def _config(tmp_path, teacher_dir, student_base, train_file, **overrides) -> Dis
     )
     values.update(overrides)
     return DistillConfig(**values)
-
-
-class CountingTeacher:
-    """Loads the teacher, counting loads and forward calls."""
-
-    def __init__(self):
-        self.loads = self.calls = 0
-
-    def __call__(self, path, device):
-        self.loads += 1
-        model = load_qa_model(path, device=device)
-        model.register_forward_pre_hook(lambda *_: setattr(self, "calls", self.calls + 1))
-        return model
 
 
 def _log(out: Path, stage: int) -> list[dict]:

@@ -308,9 +308,9 @@ class QuestionAnswerer:
         return answers[0] if top_k == 1 else answers[:top_k]
 
 
-def threshold_key(scoring: str) -> str:
-    """The pocketqa.json key holding the calibrated threshold for a scoring rule."""
-    return "threshold" if scoring == "logits" else f"{scoring}_threshold"
+def threshold_key(scoring: str, name: str = "threshold") -> str:
+    """The pocketqa.json key of a calibration entry (``name``) for a scoring rule."""
+    return name if scoring == "logits" else f"{scoring}_{name}"
 
 
 def _finite(x: float, big: float = 1e6) -> float:

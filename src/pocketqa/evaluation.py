@@ -115,10 +115,7 @@ def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = Fals
         from .answerer import threshold_key
 
         calibration = {"data": str(data_path), "best_f1": scores["best_f1"], "best_exact": scores["best_exact"]}
-        if qa.scoring == "logits":
-            update_meta(model_dir, threshold=scores["best_f1_thresh"], calibration=calibration)
-        else:
-            update_meta(model_dir, **{threshold_key(qa.scoring): scores["best_f1_thresh"],
-                                      f"{qa.scoring}_calibration": calibration})
+        update_meta(model_dir, **{threshold_key(qa.scoring): scores["best_f1_thresh"],
+                                  threshold_key(qa.scoring, "calibration"): calibration})
         scores["saved_threshold"] = scores["best_f1_thresh"]
     return {"scores": scores, "table": format_table(scores)}
