@@ -21,7 +21,12 @@ FACTOR=${FACTOR:-1}
 PRECISION=${PRECISION:-bf16}
 MLM=${MLM:-$W/mlm}
 
-t() { local n=$1; shift; local s=$(date +%s); "$@" > "$W/$n.log" 2>&1; echo "$n rc=$? $(( $(date +%s) - s ))s" | tee -a "$W/times.txt"; }
+t() {  # name command...: runs it into $W/name.log, records rc and seconds, stops the script on failure
+  local n=$1; shift; local s=$(date +%s) rc=0
+  "$@" > "$W/$n.log" 2>&1 || rc=$?
+  echo "$n rc=$rc $(( $(date +%s) - s ))s" | tee -a "$W/times.txt"
+  [ "$rc" = 0 ] || { echo "$n failed; see $W/$n.log" >&2; exit 1; }
+}
 ev() {  # name model_dir
   t "eval_$1" $PY -m pocketqa evaluate --model "$2" --data "$W/dev.json" --threads 2 --out "$W/eval_$1.json"
   $PY - "$1" "$W/eval_$1.json" >> "$W/results.jsonl" <<'PYEOF'
