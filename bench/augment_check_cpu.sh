@@ -27,16 +27,7 @@ t() {  # name command...: runs it into $W/name.log, records rc and seconds, stop
   echo "$n rc=$rc $(( $(date +%s) - s ))s" | tee -a "$W/times.txt"
   [ "$rc" = 0 ] || { echo "$n failed; see $W/$n.log" >&2; exit 1; }
 }
-ev() {  # name model_dir
-  t "eval_$1" $PY -m pocketqa evaluate --model "$2" --data "$W/dev.json" --threads 2 --out "$W/eval_$1.json"
-  $PY - "$1" "$W/eval_$1.json" >> "$W/results.jsonl" <<'PYEOF'
-import json, sys
-name, path = sys.argv[1], sys.argv[2]
-r = json.load(open(path))
-r = r.get("scores", r)
-print(json.dumps({"run": name, **{k: r[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh", "total")}}))
-PYEOF
-}
+source bench/cpu_runs.sh  # ev
 
 [ -d "$MLM" ] || t mlm $PY -m pocketqa mlm-head --encoder "$BASE" --data "$W/train.json" --out "$MLM" --steps 200 --device cpu
 t augment $PY -m pocketqa augment --data "$W/train.json" --out "$W/aug$FACTOR.json" --factor "$FACTOR" --mlm "$MLM" \

@@ -34,16 +34,7 @@ mkdir -p "$W"
 : > "$W/times.txt"
 
 t() { local n=$1; shift; local s=$(date +%s); "$@" > "$W/$n.log" 2>&1; echo "$n rc=$? $(( $(date +%s) - s ))s" | tee -a "$W/times.txt"; }
-ev() {  # name model_dir
-  t "eval_$1" $PY -m pocketqa evaluate --model "$2" --data "$W/dev.json" --threads 2 --out "$W/eval_$1.json"
-  $PY - "$1" "$W/eval_$1.json" >> "$W/results.jsonl" <<'EOF'
-import json, sys
-name, path = sys.argv[1], sys.argv[2]
-r = json.load(open(path))
-r = r.get("scores", r)
-print(json.dumps({"run": name, **{k: r[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh", "total")}}))
-EOF
-}
+source bench/cpu_runs.sh  # ev
 
 t slice $PY - "$DATA" "$W" "$QUESTIONS" <<'EOF'
 import gzip, json, sys

@@ -46,13 +46,16 @@ def main() -> None:
     models = {m: QuestionAnswerer.from_pretrained(m, device="cpu", threads=args.threads) for m in args.models}
     modes = ["1 question per call"] + [f"all in one call, {b} windows per forward" for b in batch_sizes]
 
-    def run(qa: QuestionAnswerer, mode: int) -> float:
+    default_batch = {m: qa.batch_size for m, qa in models.items()}
+
+    def run(m: str, mode: int) -> float:
+        qa = models[m]
+        qa.batch_size = default_batch[m] if mode == 0 else batch_sizes[mode - 1]
         started = time.perf_counter()
         if mode == 0:
             for q, c in zip(questions, contexts):
                 qa(q, c)
         else:
-            qa.batch_size = batch_sizes[mode - 1]
             qa(questions, contexts)
         return len(questions) / (time.perf_counter() - started)
 
@@ -60,9 +63,9 @@ def main() -> None:
         qa(questions[:8], contexts[:8])
     best: dict[tuple[str, int], float] = {}
     for r in range(args.rounds):
-        for m, qa in models.items():
+        for m in models:
             for mode in range(len(modes)):
-                qps = run(qa, mode)
+                qps = run(m, mode)
                 best[m, mode] = max(best.get((m, mode), 0.0), qps)
                 print(f"round {r + 1}: {m} | {modes[mode]}: {qps:.2f} q/s", flush=True)
 
