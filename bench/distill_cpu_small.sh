@@ -11,8 +11,7 @@
 # Teacher: the fine-tuned MiniLM-L6 (runs/minilm-l6-squad2); student: embeddings + layers
 # 2, 4, 6 of STUDENT_FROM: the base MiniLM with a fresh QA head (default, as on the GPU), or
 # STUDENT_FROM=$TEACHER to start from the teacher's own layers and QA head, the only start
-# from which a few hundred CPU steps learn spans at all. Train slice: whole paragraphs spread over
-# all articles of ../shared/data train; dev: every 4th question of the official dev set.
+# from which a few hundred CPU steps learn spans at all. Train slice and dev subset: bench/squad_slice.py.
 #
 #   TEACHER=runs/minilm-l6-squad2 QUESTIONS=4000 bash bench/distill_cpu_small.sh
 #   (AUG=0 stops after (c), for a larger slice in the same time)
@@ -36,39 +35,7 @@ mkdir -p "$W"
 t() { local n=$1; shift; local s=$(date +%s); "$@" > "$W/$n.log" 2>&1; echo "$n rc=$? $(( $(date +%s) - s ))s" | tee -a "$W/times.txt"; }
 source bench/cpu_runs.sh  # ev
 
-t slice $PY - "$DATA" "$W" "$QUESTIONS" <<'EOF'
-import gzip, json, sys
-data, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-train = json.load(gzip.open(f"{data}/train-v2.0.json.gz"))["data"]
-# Round-robin over articles, one paragraph at a time, until n questions: every topic shows up.
-picked, count, depth = {}, 0, 0
-while count < n:
-    added = False
-    for a, art in enumerate(train):
-        if depth < len(art["paragraphs"]) and count < n:
-            p = art["paragraphs"][depth]
-            picked.setdefault(a, []).append(p)
-            count += len(p["qas"])
-            added = True
-    if not added:
-        break
-    depth += 1
-sliced = [{"title": train[a]["title"], "paragraphs": ps} for a, ps in sorted(picked.items())]
-json.dump({"version": "v2.0", "data": sliced}, open(f"{out}/train.json", "w"))
-dev = json.load(gzip.open(f"{data}/dev-v2.0.json.gz"))
-k = 0
-for art in dev["data"]:
-    for p in art["paragraphs"]:
-        keep = []
-        for q in p["qas"]:
-            if k % 4 == 0:
-                keep.append(q)
-            k += 1
-        p["qas"] = keep
-    art["paragraphs"] = [p for p in art["paragraphs"] if p["qas"]]
-json.dump(dev, open(f"{out}/dev.json", "w"))
-print(count, "train questions;", sum(len(p["qas"]) for a in dev["data"] for p in a["paragraphs"]), "dev questions")
-EOF
+t slice $PY bench/squad_slice.py --data "$DATA" --out "$W" --questions "$QUESTIONS"
 
 t build $PY -c "
 from pocketqa.distill import build_student
