@@ -33,15 +33,11 @@ mkdir -p "$W"
 : > "$W/times.txt"
 
 t() { local n=$1; shift; local s=$(date +%s); "$@" > "$W/$n.log" 2>&1; echo "$n rc=$? $(( $(date +%s) - s ))s" | tee -a "$W/times.txt"; }
-source bench/cpu_runs.sh  # ev
+source bench/cpu_runs.sh  # ev, student3
 
 t slice $PY bench/squad_slice.py --data "$DATA" --out "$W" --questions "$QUESTIONS"
 
-t build $PY -c "
-from pocketqa.distill import build_student
-from pocketqa.models import load_tokenizer, resolve_model, save_qa_model
-m, info = build_student(resolve_model('$STUDENT_FROM'), layers=3, seed=42)
-save_qa_model(m, load_tokenizer(resolve_model('$STUDENT_FROM')), '$W/student', meta={'student': info}); print(info)"
+t build student3 "$STUDENT_FROM" "$W/student"
 
 C=(--batch-size 32 --warmup 0.1 --weight-decay 0.01 --cache-dir "$W/cache" --overwrite --device cpu)
 [ -f "$W/eval_teacher.json" ] || ev teacher "$TEACHER"

@@ -30,7 +30,7 @@ touch "$W/times.txt"
 
 t() { local n=$1; shift; local s=$(date +%s); "$@" > "$W/$n.log" 2>&1; local rc=$?
       echo "$n rc=$rc $(( $(date +%s) - s ))s" | tee -a "$W/times.txt"; return $rc; }
-source bench/cpu_runs.sh  # ev
+source bench/cpu_runs.sh  # ev, student3
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 [ -f "$W/train.json" ] || t slice $PY bench/squad_slice.py --data "$DATA" --out "$W" --questions "$QUESTIONS"
@@ -51,11 +51,7 @@ if want K6; then
     && ev K6 "$W/K6"
 fi
 if { want M3 || want K3; } && [ ! -d "$W/student3" ]; then
-  t student3 $PY -c "
-from pocketqa.distill import build_student
-from pocketqa.models import load_tokenizer, resolve_model, save_qa_model
-m, info = build_student(resolve_model('$BASE'), layers=3, seed=42)
-save_qa_model(m, load_tokenizer(resolve_model('$BASE')), '$W/student3', meta={'student': info}); print(info)"
+  t student3 student3 "$BASE" "$W/student3"
 fi
 if want M3; then
   t M3 $PY -m pocketqa train --model "$W/student3" --out "$W/M3" "${C[@]}" --epochs 1 --learning-rate 1e-4 \
