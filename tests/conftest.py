@@ -74,14 +74,14 @@ def build_tokenizer(words: list[str] = WORDS):
     )
 
 
-def build_bert(vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 32, heads: int = 2):
+def build_bert(vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 32, heads: int = 2, **config_kwargs):
     import torch
     from transformers import BertConfig, BertForQuestionAnswering
 
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=hidden * 2, max_position_embeddings=512,
+        intermediate_size=hidden * 2, max_position_embeddings=512, **config_kwargs,
     )
     return BertForQuestionAnswering(config).eval()
 

@@ -71,7 +71,7 @@ def test_readme_example_answers(qa):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    line = next(l for l in readme.splitlines() if "pocketqa ask --question" in l)
+    line = next(s for s in readme.splitlines() if "pocketqa ask --question" in s)
     args = shlex.split(line[line.index("pocketqa ask"):])
     question = args[args.index("--question") + 1]
     context = args[args.index("--context") + 1]

@@ -163,8 +163,7 @@ def test_students_train_in_float32_when_checkpoints_hold_fp16(tok, teacher_dir, 
 
 
 def test_query_key_tap_matches_eager_attention_probabilities(tok):
-    model = build_bert(len(tok), layers=2, hidden=32, heads=2)
-    model.set_attn_implementation("eager")
+    model = build_bert(len(tok), layers=2, hidden=32, heads=2, attn_implementation="eager")
     enc = tok(["who was the king of france", "paris"], padding=True, return_tensors="pt")
     mask = enc["attention_mask"].bool()
     tap = QueryKeyTap(model, heads=2)

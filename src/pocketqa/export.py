@@ -541,11 +541,9 @@ def export_model(
         raise PocketQAError("; ".join(problems))
 
     tokenizer = load_tokenizer(src)
-    model = load_qa_model(src, device="cpu")
     # Eager attention traces into the MatMul/Softmax pattern that onnxruntime's fusions
     # recognise; the SDPA trace exports fine but is never fused into Attention.
-    with contextlib.suppress(AttributeError, ValueError, ImportError):
-        model.set_attn_implementation("eager")
+    model = load_qa_model(src, device="cpu", attn_implementation="eager")
     meta = read_meta(src) if Path(src).is_dir() else {}
     window = WindowConfig(**meta.get("window", {}))
     names = model_input_names(model, tokenizer)

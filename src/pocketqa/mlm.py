@@ -66,12 +66,10 @@ def load_masked_lm(name_or_path: str, device: str | None = None, dtype=None):
     from transformers import AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
-    from .models import load_tokenizer, resolve_model
+    from .models import load_kwargs, load_tokenizer, resolve_model
 
     path = resolve_model(name_or_path)
-    kwargs = {"output_loading_info": True}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
+    kwargs = {"output_loading_info": True, **load_kwargs(dtype)}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the missing-head report is ours to make, in one line
     try:

@@ -105,7 +105,26 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
-def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None):
+def load_kwargs(dtype=None, attn_implementation: str | None = None) -> dict:
+    """``from_pretrained`` keyword arguments spelled for the installed transformers.
+
+    transformers 4.56 renamed ``torch_dtype`` to ``dtype`` (5.x warns on the old name,
+    4.55 and older pass the new one on to the model's constructor, which fails).
+    ``attn_implementation`` is spelled the same from 4.36 on.
+    """
+    import transformers
+    from packaging.version import Version
+
+    kwargs = {}
+    if dtype is not None:
+        new = Version(transformers.__version__).release >= (4, 56)
+        kwargs["dtype" if new else "torch_dtype"] = dtype
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    return kwargs
+
+
+def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None, attn_implementation: str | None = None):
     """Loads an AutoModelForQuestionAnswering (a fresh QA head if the checkpoint has none).
 
     Weights load through transformers, which prefers safetensors and reads legacy .bin
@@ -115,9 +134,7 @@ def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None):
     from transformers import AutoModelForQuestionAnswering
     from transformers.utils import logging as hf_logging
 
-    kwargs = {}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
+    kwargs = load_kwargs(dtype, attn_implementation)
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # "newly initialized qa_outputs" is expected for a base encoder
