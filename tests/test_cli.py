@@ -124,3 +124,106 @@ def test_predictions_file_errors(tmp_path, tiny_squad_file, capsys):
     preds.write_text(json.dumps({"q1": 3}))
     assert main(["evaluate", "--data", str(tiny_squad_file), "--predictions", str(preds)]) == 2
     assert "'q1'" in capsys.readouterr().err
+
+
+# -- user mistakes found by an audit: one line, exit 2, nothing written is lost -----------
+
+
+def _fail(argv, capsys, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--batch-size", "0"], "--batch-size: must be >= 1"),
+        (["--threads", "-2"], "--threads: must be >= 1"),
+        (["--threshold", "nan"], "--threshold: must be a finite number"),
+        (["--device", "gpu"], "--device: expected cpu, cuda"),
+    ],
+)
+def test_bad_flag_values_are_refused_by_the_parser(tiny_bert_dir, flags, needle, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["ask", "--model", str(tiny_bert_dir), "-q", "What?", "-c", "Paris.", *flags])
+    assert done.value.code == 2 and needle in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_without_cuda_is_one_line(tiny_bert_dir, capsys):
+    _fail(["ask", "--model", str(tiny_bert_dir), "--device", "cuda", "-q", "What?", "-c", "Paris."], capsys,
+          "CUDA is not available")
+
+
+def test_outputs_that_would_destroy_inputs_or_land_nowhere(tiny_bert_dir, tiny_squad_file, tmp_path, capsys):
+    data = tiny_squad_file.read_bytes()
+    model = ["--model", str(tiny_bert_dir), "--device", "cpu"]
+    _fail(["predict", *model, "--data", str(tiny_squad_file), "--out", str(tiny_squad_file)], capsys, "same file as --data")
+    _fail(["predict", *model, "--data", str(tiny_squad_file), "--out", str(tmp_path)], capsys, "is a directory")
+    _fail(["predict", *model, "--data", str(tiny_squad_file), "--out", str(tmp_path / "p.json"),
+           "--null-odds", str(tmp_path)], capsys, "--null-odds", "is a directory")
+    _fail(["predict", *model, "--data", str(tiny_squad_file), "--out", str(tiny_squad_file / "p.json")], capsys,
+          "parent directory")
+    assert tiny_squad_file.read_bytes() == data and not (tmp_path / "p.json").exists()
+    # A file with no questions does not replace earlier predictions with {}.
+    empty, out = tmp_path / "empty.json", tmp_path / "old.json"
+    empty.write_text('{"version": "v2.0", "data": []}', encoding="utf-8")
+    out.write_text('{"q1": "kept"}', encoding="utf-8")
+    _fail(["predict", *model, "--data", str(empty), "--out", str(out)], capsys, str(empty), "no questions")
+    _fail(["evaluate", *model, "--data", str(empty)], capsys, "no questions")
+    assert out.read_text(encoding="utf-8") == '{"q1": "kept"}'
+
+
+def test_evaluate_never_calibrates_the_bundled_model_implicitly(tiny_squad_file, capsys):
+    from pocketqa.models import default_model_path
+
+    before = (default_model_path() / "pocketqa.json").read_bytes()
+    _fail(["evaluate", "--data", str(tiny_squad_file), "--save-threshold"], capsys, "needs an explicit --model")
+    assert (default_model_path() / "pocketqa.json").read_bytes() == before
+
+
+def test_model_writers_refuse_a_non_empty_out_dir(tiny_bert_dir, tiny_squad_file, tmp_path, capsys):
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "pocketqa.json").write_text('{"threshold": -1.5}', encoding="utf-8")
+    _fail(["mlm-head", "--encoder", str(tiny_bert_dir), "--data", str(tiny_squad_file), "--out", str(other)], capsys,
+          "not empty", "--overwrite")
+    _fail(["export", "--model", str(tiny_bert_dir), "--out", str(other)], capsys, "not empty", "--overwrite")
+    assert [p.name for p in other.iterdir()] == ["pocketqa.json"]
+    assert (other / "pocketqa.json").read_text(encoding="utf-8") == '{"threshold": -1.5}'
+
+
+def test_broken_model_dirs_and_files_name_what_is_wrong(tiny_bert_dir, tiny_squad_file, tmp_path, capsys):
+    import shutil
+
+    no_tok = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_bert_dir, no_tok)
+    for f in no_tok.iterdir():
+        if f.name not in ("config.json", "model.safetensors"):
+            f.unlink()
+    _fail(["ask", "--model", str(no_tok), "-q", "What?", "-c", "Paris."], capsys, str(no_tok), "no tokenizer files")
+    (tmp_path / "empty-model").mkdir()
+    _fail(["ask", "--model", str(tmp_path / "empty-model"), "-q", "What?", "-c", "Paris."], capsys, "empty-model")
+    typo = tmp_path / "typo"
+    shutil.copytree(tiny_bert_dir, typo)
+    (typo / "pocketqa.json").write_text('{"window": {"max_seq_lenght": 384}}', encoding="utf-8")
+    _fail(["ask", "--model", str(typo), "-q", "What?", "-c", "Paris."], capsys, "pocketqa.json", "max_seq_lenght")
+    (typo / "pocketqa.json").write_text('{"threshold": "high"}', encoding="utf-8")
+    _fail(["ask", "--model", str(typo), "-q", "What?", "-c", "Paris."], capsys, "pocketqa.json", "threshold")
+    # string null odds: the message names the expected types
+    preds, odds = tmp_path / "p.json", tmp_path / "o.json"
+    ids = [q["id"] for a in squad_dict()["data"] for p in a["paragraphs"] for q in p["qas"]]
+    preds.write_text(json.dumps({i: "" for i in ids}), encoding="utf-8")
+    odds.write_text(json.dumps({i: "x" for i in ids}), encoding="utf-8")
+    _fail(["evaluate", "--data", str(tiny_squad_file), "--predictions", str(preds), "--null-odds", str(odds)], capsys,
+          str(odds), "int or float")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_bytes(b"learning_rate: \xff\xfe\n")
+    _fail(["train", "--recipe", str(recipe)], capsys, str(recipe), "not UTF-8")
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text("  \n", encoding="utf-8")
+    _fail(["ask", "--model", str(tiny_bert_dir), "-q", "What?", "--context-file", str(ctx)], capsys, str(ctx), "empty")

@@ -26,7 +26,7 @@ from pocketqa.distill import (
     pick_layers,
     uniform_layer_map,
 )
-from pocketqa.errors import ConfigError
+from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.features import WindowConfig, make_features
 from pocketqa.squad import load_squad
 
@@ -116,6 +116,24 @@ def test_config_errors_are_reported_together():
         config_from_dict({"teacher": "t", "out": "o", "train": ["x"], "temprature": 2})
     # YAML reads 5e-5 as a string; it must still be accepted as a number.
     assert DistillConfig(teacher="t", out="o", train="x", stage1_learning_rate="5e-5").stage1_learning_rate == 5e-5
+
+
+def test_non_finite_numbers_and_mistyped_fields_are_config_problems():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"teacher": "t", "out": "o", "train": ["x"], "max_grad_norm": float("nan"),
+                          "stage2_learning_rate": float("inf"), "warmup": "nan", "temperature": float("-inf")})
+    message = str(err.value)
+    for name in ("max_grad_norm", "stage2_learning_rate", "warmup", "temperature"):
+        assert f"{name} must be a finite number" in message
+    assert "must be > 0" not in message  # one problem per bad value
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"teacher": 7, "out": "o", "train": 5, "stage1_train": ["a.json", 3], "dev": ["d.json"]})
+    message = str(err.value)
+    for fragment in ("train must be a file or a list of files, found 5", "stage1_train must be a file or a list of files",
+                     "teacher must be a string, found 7", "dev must be a string, found ['d.json']"):
+        assert fragment in message
+    assert "train is required" not in message
+    assert DistillConfig(teacher="t", out="o", train="x", stage1_train=None).stage1_train == []
 
 
 # -- students ---------------------------------------------------------------------------
@@ -313,6 +331,60 @@ def test_stale_cache_is_detected_when_data_or_teacher_change(tok, teacher_dir, t
     summary = distill(cfg, progress=False, load_teacher=counter)
     cache = summary["stage2"]["teacher_cache"]
     assert cache["status"] == "stale" and "teacher" in cache["reason"] and counter.calls > 0
+
+
+# -- bad input fails before anything is trained or lost ------------------------------------
+
+
+def _bad_squad_file(tmp_path) -> Path:
+    data = squad_dict()
+    data["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = "12"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_failed_overwrite_keeps_the_previous_run(teacher_dir, train_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    previous = {"pocketqa.json": "{}\n", "log.jsonl": '{"stage": 2}\n'}
+    for name, text in previous.items():
+        (out / name).write_text(text)
+    with pytest.raises(PocketQAError, match="answer_start"):
+        distill(_config(tmp_path, teacher_dir, _bad_squad_file(tmp_path), overwrite=True), progress=False)
+    assert {name: (out / name).read_text() for name in previous} == previous
+
+
+def test_bad_teacher_or_dev_fails_up_front_without_an_out_dir(tok, teacher_dir, train_file, tmp_path):
+    empty = tmp_path / "no-config"
+    empty.mkdir()
+    with pytest.raises(PocketQAError, match=f"cannot load a teacher from {str(empty)!r}"):
+        distill(_config(tmp_path, empty, train_file), progress=False)
+    counter = CountingTeacher()
+    with pytest.raises(PocketQAError, match="answer_start"):
+        distill(_config(tmp_path, teacher_dir, train_file, dev=str(_bad_squad_file(tmp_path))), progress=False,
+                load_teacher=counter)
+    assert counter.loads == 0  # nothing trained
+    with pytest.raises(PocketQAError, match="answer_start"):
+        distill(_config(tmp_path, teacher_dir, _bad_squad_file(tmp_path)), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_weights_are_never_saved(teacher_dir, train_file, tmp_path, monkeypatch):
+    import pocketqa.distill as distill_mod
+
+    real = distill_mod.build_optimizer
+
+    def poisoning(model, *args, **kwargs):
+        optimizer = real(model, *args, **kwargs)
+        optimizer.register_step_post_hook(lambda *_: model.qa_outputs.weight.data.fill_(float("nan")))
+        return optimizer
+
+    monkeypatch.setattr(distill_mod, "build_optimizer", poisoning)
+    cfg = _config(tmp_path, teacher_dir, train_file, stage="1", max_steps=1)
+    with pytest.raises(PocketQAError, match=r"stage 1 .*qa_outputs\.weight"):
+        distill(cfg, progress=False)
+    assert not (Path(cfg.out) / "model.safetensors").exists()
 
 
 # -- CLI ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import pocketqa.train as train_mod
-from conftest import REPO, build_bert
+from conftest import REPO, build_bert, squad_dict
 from pocketqa.cli import main
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.features import WindowConfig, make_features, pad_batch
@@ -332,6 +332,24 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path, tiny_bert_dir, tiny_
     assert list_checkpoints(tmp_path / "out") == []  # nothing bad was saved
 
 
+def test_non_finite_weights_are_never_saved(tmp_path, tiny_bert_dir, tiny_squad_file, monkeypatch):
+    # The loss check sees the loss before the last update; an update that breaks the weights
+    # (e.g. a huge learning rate) must still not reach a checkpoint or the final model.
+    real = train_mod.build_optimizer
+
+    def poisoning(model, *args, **kwargs):
+        optimizer = real(model, *args, **kwargs)
+        optimizer.register_step_post_hook(lambda *_: model.qa_outputs.weight.data.fill_(float("inf")))
+        return optimizer
+
+    monkeypatch.setattr(train_mod, "build_optimizer", poisoning)
+    for save_steps in (1, 0):
+        out = f"out{save_steps}"
+        with pytest.raises(PocketQAError, match=r"qa_outputs\.weight became nan or inf at step 1"):
+            train(config(tmp_path, tiny_bert_dir, tiny_squad_file, out=out, max_steps=1, save_steps=save_steps))
+        assert list_checkpoints(tmp_path / out) == [] and not (tmp_path / out / "model.safetensors").exists()
+
+
 # -- config and CLI -------------------------------------------------------------------------
 
 
@@ -349,6 +367,17 @@ def test_every_recipe_problem_is_reported_at_once(tmp_path):
     for expected in ("unknown key 'learning_rat' (did you mean 'learning_rate'?)", "epochs must be >= 1",
                      "precision must be one of", "batch_size must be an int, found 'lots'", "doc_stride (500)"):
         assert expected in message
+
+
+def test_non_finite_numbers_are_config_problems(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(model="m", train="t.json", out="o", learning_rate=float("inf"), warmup="nan",
+                    max_grad_norm=float("-inf"), adam_epsilon=float("nan"), weight_decay="inf")
+    message = str(info.value)
+    assert "5 problem(s)" in message
+    for name, found in (("learning_rate", "inf"), ("warmup", "'nan'"), ("max_grad_norm", "-inf"),
+                        ("adam_epsilon", "nan"), ("weight_decay", "'inf'")):
+        assert f"{name} must be a finite number, found {found}" in message
 
 
 def test_recipe_values_are_typed_and_flags_override_them(tmp_path):
@@ -389,3 +418,36 @@ def test_existing_out_dir_needs_overwrite(tmp_path, tiny_bert_dir, tiny_squad_fi
     assert main([*args, "--overwrite"]) == 0
     assert (out / "pocketqa.json").is_file() and not (out / "checkpoints" / "step-1").exists()
     assert (out / "old.txt").is_file()  # only what a run writes is replaced
+
+
+def bad_squad_file(tmp_path) -> Path:
+    data = squad_dict()
+    data["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = "12"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_failed_overwrite_keeps_the_previous_run(tmp_path, tiny_bert_dir, tiny_tokenizer, tiny_squad_file):
+    out = tmp_path / "out"
+    (out / "checkpoints" / "step-4").mkdir(parents=True)
+    previous = {"pocketqa.json": "{}\n", "log.jsonl": '{"step": 4}\n', "checkpoints/step-4/state.json": "{}\n"}
+    for name, text in previous.items():
+        (out / name).write_text(text)
+    no_weights = tmp_path / "no-weights"
+    tiny_tokenizer.save_pretrained(no_weights)  # the tokenizer loads, the model does not
+    bad_inputs = [
+        (dict(train=str(bad_squad_file(tmp_path))), "answer_start"),
+        (dict(model=str(no_weights)), "cannot load a QA model"),
+        (dict(dev=str(bad_squad_file(tmp_path))), "answer_start"),
+    ]
+    for bad, match in bad_inputs:
+        with pytest.raises(PocketQAError, match=match):
+            train(config(tmp_path, tiny_bert_dir, tiny_squad_file, overwrite=True, max_steps=1, **bad))
+        assert {name: (out / name).read_text() for name in previous} == previous
+
+
+def test_failed_run_leaves_no_empty_out_dir(tmp_path, tiny_bert_dir, tiny_squad_file):
+    with pytest.raises(PocketQAError, match="answer_start"):
+        train(config(tmp_path, tiny_bert_dir, bad_squad_file(tmp_path), out="new/out"))
+    assert not (tmp_path / "new").exists()

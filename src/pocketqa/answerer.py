@@ -7,6 +7,7 @@ exported directory), and the logits are decoded per question (see decode.py).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -57,6 +58,19 @@ class TorchBackend:
         with torch.inference_mode():
             out = self.model(**inputs)
         return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+
+
+def _meta_window(path, meta: dict) -> dict:
+    """The window settings stored in a model's pocketqa.json, checked against WindowConfig's fields."""
+    win = meta.get("window", {})
+    where = Path(path) / "pocketqa.json"
+    if not isinstance(win, dict):
+        raise PocketQAError(f"{where}: 'window' must be a mapping, found {type(win).__name__}")
+    unknown = sorted(set(win) - {f.name for f in dataclasses.fields(WindowConfig)})
+    if unknown:
+        raise PocketQAError(f"{where}: unknown window setting(s) {unknown} "
+                            f"(known: {[f.name for f in dataclasses.fields(WindowConfig)]})")
+    return win
 
 
 def _auto_device() -> str:
@@ -132,10 +146,12 @@ class QuestionAnswerer:
             **window: max_seq_length / doc_stride / max_query_length overrides.
         """
         check_scoring(scoring)  # before the slow model load
+        for name, value in (("batch_size", batch_size), ("threads", threads)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise PocketQAError(f"{name} must be a whole number >= 1, found {value!r}")
         path = resolve_model(name_or_path)
         meta = read_meta(path) if Path(path).is_dir() else {}
-        win = {**meta.get("window", {}), **window}
-        window_config = WindowConfig(**win)
+        window_config = WindowConfig(**{**_meta_window(path, meta), **window})
         if Path(path).is_dir() and any(Path(path).glob("*.onnx")):
             from .export import OnnxBackend  # onnxruntime is an optional extra
 
@@ -150,7 +166,11 @@ class QuestionAnswerer:
             device = device or _auto_device()
             backend = TorchBackend(load_qa_model(path, device=device), device=device, threads=threads)
         if threshold is None:
-            threshold = float(meta.get(threshold_key(scoring), 0.0))
+            threshold = meta.get(threshold_key(scoring), 0.0)
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+                raise PocketQAError(f"{Path(path) / 'pocketqa.json'}: {threshold_key(scoring)} must be a finite number, "
+                                    f"found {threshold!r}")
+            threshold = float(threshold)
         if batch_size is None:
             on_gpu = isinstance(backend, TorchBackend) and backend.device.type != "cpu"
             batch_size = 64 if on_gpu else 4

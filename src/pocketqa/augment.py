@@ -414,7 +414,11 @@ class SquadStreamWriter:
         """Finishes the JSON and moves the file into place."""
         self._f.write("]}]}\n" if self._n_articles else "]}\n")
         self._f.close()
-        os.replace(self._tmp, self.path)
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError:
+            self._tmp.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
         """Drops the partial output."""

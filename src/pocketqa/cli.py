@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -19,11 +21,74 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+# Value types for flags: argparse reports a bad value as one line naming the flag.
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
+    return value
+
+
+_DEVICE = re.compile(r"(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)")
+
+
+def _device(text: str) -> str:
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def _fresh_out_dir(path: Path, overwrite: bool) -> None:
+    """Refuses to write a model into a file or, without --overwrite, into a non-empty directory."""
+    if path.exists() and not path.is_dir():
+        raise PocketQAError(f"--out {path}: is a file, expected a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise PocketQAError(f"--out {path}: directory is not empty; pass --overwrite to write into it")
+
+
+def _output_file(path: Path, flag: str, inputs: tuple = ()) -> None:
+    """Checks before any work that ``path`` can be written as a file and is none of ``inputs``."""
+    if path.is_dir():
+        raise PocketQAError(f"{flag} {path}: is a directory, expected a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise PocketQAError(f"{flag} {path}: parent directory {parent} does not exist or is not a directory")
+    for src_flag, src in inputs:
+        if src is not None and path.exists() and Path(src).exists() and path.resolve() == Path(src).resolve():
+            raise PocketQAError(f"{flag} {path} is the same file as {src_flag}; it would be overwritten")
+
+
 def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model dir, hub id or pip:NAME (default: the bundled model)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads")
-    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: 64 on GPU, 4 on CPU)")
+    p.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="windows per forward pass (default: 64 on GPU, 4 on CPU)")
     p.add_argument("--scoring", choices=("logits", "pipeline"), default="logits",
                    help="how spans and the null answer are scored: logits (utils_qa, default) or pipeline "
                         "(as transformers' removed QA pipeline: per-window probabilities)")
@@ -72,7 +137,7 @@ def _add_ask(sub) -> None:
     src.add_argument("--context", "-c", help="the passage text")
     src.add_argument("--context-file", type=Path, help="a UTF-8 text file holding the passage")
     p.add_argument("--top-k", type=int, default=1)
-    p.add_argument("--threshold", type=float, default=None, help="abstain when null_odds > this")
+    p.add_argument("--threshold", type=_finite_float, default=None, help="abstain when null_odds > this")
     p.add_argument("--no-abstain", action="store_true", help="always give the best span")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_ask)
@@ -84,6 +149,8 @@ def cmd_ask(args) -> int:
             context = args.context_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise PocketQAError(f"{args.context_file}: cannot read context file ({e})") from None
+        if not context.strip():
+            raise PocketQAError(f"{args.context_file}: the context file is empty")
     else:
         context = args.context
     qa = _load_answerer(args, threshold=args.threshold)
@@ -110,14 +177,21 @@ def _add_predict(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="SQuAD 1.1/2.0 JSON or .json.gz")
     p.add_argument("--out", type=Path, required=True, help="predictions JSON {qid: text}")
     p.add_argument("--null-odds", type=Path, default=None, help="also write {qid: null_odds} (na-prob file)")
-    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--threshold", type=_finite_float, default=None)
     p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args) -> int:
     from .squad import load_squad, write_json_atomic
 
+    _output_file(args.out, "--out", (("--data", args.data),))
+    if args.null_odds is not None:
+        _output_file(args.null_odds, "--null-odds", (("--data", args.data), ("--out", args.out)))
+        if args.null_odds.resolve() == args.out.resolve():
+            raise PocketQAError(f"--null-odds and --out are the same file ({args.out})")
     examples = load_squad(args.data)  # validate before loading the model
+    if not examples:
+        raise PocketQAError(f"{args.data}: the file holds no questions")
     qa = _load_answerer(args, threshold=args.threshold)
     preds, odds = qa.predict(examples, progress=True)
     write_json_atomic(preds, args.out, indent=2)
@@ -140,8 +214,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--predictions", type=Path, default=None, help="predictions JSON (else --model predicts)")
     p.add_argument("--null-odds", type=Path, default=None, help="na-prob file, as the official --na-prob-file")
-    p.add_argument("--na-prob-thresh", type=float, default=1.0, help="as the official script (with --null-odds)")
-    p.add_argument("--null-threshold", type=float, default=None, help="with --model: abstain when null_odds > T")
+    p.add_argument("--na-prob-thresh", type=_finite_float, default=1.0, help="as the official script (with --null-odds)")
+    p.add_argument("--null-threshold", type=_finite_float, default=None, help="with --model: abstain when null_odds > T")
     p.add_argument("--save-threshold", action="store_true", help="with --model: store the best-F1 threshold")
     p.add_argument("--out", type=Path, default=None, help="write the scores JSON here")
     p.set_defaults(func=cmd_evaluate)
@@ -150,7 +224,13 @@ def _add_evaluate(sub) -> None:
 def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_files, evaluate_model
 
+    if args.out is not None:
+        _output_file(args.out, "--out", (("--data", args.data), ("--predictions", args.predictions),
+                                         ("--null-odds", args.null_odds)))
     if args.predictions is not None:
+        if args.model is not None or args.null_threshold is not None:
+            raise PocketQAError("--model / --null-threshold score a model; with --predictions the file is scored "
+                                "(its abstentions are in it; see --null-odds and --na-prob-thresh)")
         if args.save_threshold:
             raise PocketQAError("--save-threshold needs --model (it writes into the model directory)")
         scores = evaluate_files(args.data, args.predictions, args.null_odds, args.na_prob_thresh)
@@ -158,6 +238,9 @@ def cmd_evaluate(args) -> int:
     else:
         if args.null_odds is not None:
             raise PocketQAError("--null-odds reads a file with --predictions; with --model odds are computed")
+        if args.save_threshold and args.model is None:
+            raise PocketQAError("--save-threshold needs an explicit --model (it writes into that model directory; "
+                                "the bundled model is not changed)")
         qa = _load_answerer(args, threshold=args.null_threshold)
         report = evaluate_model(qa, args.data, save_threshold=args.save_threshold, model_arg=args.model)
         print(report["table"])
@@ -178,7 +261,7 @@ def _add_serve(sub) -> None:
     _model_arg(p)
     _window_args(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--api-key", default=None, help="require this X-API-Key on /v1/* (default: $POCKETQA_API_KEY)")
     p.add_argument("--max-batch", type=int, default=32, help="most questions per model call (1 = no batching)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="under concurrent load, how long a batch waits for more questions")
@@ -240,7 +323,7 @@ def _add_augment(sub) -> None:
     p.add_argument("--augment-questions", action="store_true", help="also replace question words")
     p.add_argument("--batch-size", type=int, default=256, help="masked words per MLM forward pass")
     p.add_argument("--max-length", type=int, default=128, help="tokens of context around each masked word")
-    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    p.add_argument("--device", type=_device, default=None, help="cpu, cuda ... (default: cuda when available)")
     p.add_argument("--shard", default="0/1", help="K/N: only paragraphs i with i %% N == K (K from 0)")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="SHARD", help="merge shard outputs")
     p.set_defaults(func=cmd_augment)
@@ -259,6 +342,7 @@ def cmd_augment(args) -> int:
     missing = [flag for flag, value in (("--data", args.data), ("--mlm", args.mlm)) if value is None]
     if missing:
         raise ConfigError(f"{' and '.join(missing)} required (or --merge SHARD... to merge shard outputs)")
+    _output_file(args.out, "--out", (("--data", args.data),))
     shard_index, num_shards = parse_shard(args.shard)
     config = AugmentConfig(
         factor=args.factor,
@@ -305,13 +389,15 @@ def _add_mlm_head(sub) -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--eval-contexts", type=int, default=200, help="held-out contexts for the accuracy")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    p.add_argument("--device", type=_device, default=None, help="cpu, cuda ... (default: cuda when available)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.set_defaults(func=cmd_mlm_head)
 
 
 def cmd_mlm_head(args) -> int:
     from .mlm import MLMHeadConfig, fit_mlm_head
 
+    _fresh_out_dir(args.out, args.overwrite)
     config = MLMHeadConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
         eval_contexts=args.eval_contexts, seed=args.seed,
@@ -359,7 +445,7 @@ def _add_train(sub) -> None:
     p.add_argument("--eval-steps", type=int, default=None, help="also evaluate on --dev every N steps")
     p.add_argument("--log-steps", type=int, default=None)
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default=None)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: ~/.cache/pocketqa)")
     p.add_argument("--resume", nargs="?", const="latest", default=None,
                    help="continue a killed run from its latest checkpoint (or the checkpoint dir given)")
@@ -443,7 +529,7 @@ def _add_distill(sub) -> None:
     p.add_argument("--teacher-batch-size", type=int, default=None, help="windows per teacher pass when caching")
     p.add_argument("--cache-dir", default=None, help="feature and teacher-logit cache (default: ~/.cache/pocketqa)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--log-steps", type=int, default=None)
     p.add_argument("--overwrite", action="store_true", default=None, help="write into a non-empty --out")
@@ -502,13 +588,16 @@ def _add_export(sub) -> None:
                    help="int8: 7-bit weights, for CPUs without VNNI (default: off)")
     p.add_argument("--exclude-nodes", default="", help="int8: comma-separated node names to keep in fp32")
     p.add_argument("--quantize-head", action="store_true", help="int8: also quantize the QA head (default: fp32)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the parity check")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the parity check")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that is not an earlier export")
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args) -> int:
     from .export import INT8_PER_CHANNEL, INT8_REDUCE_RANGE, export_model, format_report
 
+    if not (args.out / "export.json").is_file():  # re-exporting into an earlier export is fine
+        _fresh_out_dir(args.out, args.overwrite)
     examples = None
     if args.check is not None:
         from .squad import load_squad
@@ -585,6 +674,8 @@ def _add_assemble_teacher(sub) -> None:
 def cmd_assemble_teacher(args) -> int:
     from .teacher import assemble_teacher
 
+    if args.out.exists() and not args.out.is_dir():
+        raise PocketQAError(f"--out {args.out}: is a file, expected a directory to create")
     summary = assemble_teacher(
         args.out, parts_dir=args.parts, download=args.download, fp16=args.fp16, overwrite=args.overwrite
     )
@@ -614,6 +705,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pocketqa {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ImportError as e:  # a missing optional extra; the message names the pip command
+        print(f"pocketqa {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # unwritable or vanished paths: the message names the file
         print(f"pocketqa {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

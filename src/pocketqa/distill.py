@@ -46,6 +46,7 @@ from .features import WindowConfig
 from .models import (
     META_FILE,
     load_qa_model,
+    error_line,
     load_tokenizer,
     resolve_model,
     save_qa_model,
@@ -61,6 +62,7 @@ from .train import (
     epoch_seed,
     file_sha256,
     load_train_features,
+    nonfinite_parameter,
     to_device,
     warmup_steps_for,
 )
@@ -138,19 +140,16 @@ class DistillConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.train, (str, os.PathLike)):
-            self.train = [str(self.train)]
-        if isinstance(self.stage1_train, (str, os.PathLike)):
-            self.stage1_train = [str(self.stage1_train)]
+        problems, bad = self._check_paths()
         self.stage = str(self.stage)
         if isinstance(self.bridge, bool):  # YAML 1.1 reads a bare `off` as False
             self.bridge = "auto" if self.bridge else "off"
-        problems = self._coerce_numbers()
-        if not self.teacher:
+        problems += self._coerce_numbers()
+        if not self.teacher and "teacher" not in bad:
             problems.append("teacher is required (--teacher DIR or hub id)")
-        if not self.out:
+        if not self.out and "out" not in bad:
             problems.append("out is required (--out DIR)")
-        if not self.train:
+        if not self.train and "train" not in bad:
             problems.append("train is required (--train FILE [FILE ...])")
         if self.stage not in STAGES:
             problems.append(f"stage must be one of {', '.join(STAGES)}, found {self.stage!r}")
@@ -201,6 +200,26 @@ class DistillConfig:
     def window(self) -> WindowConfig:
         return WindowConfig(self.max_seq_length, self.doc_stride, self.max_query_length)
 
+    def _check_paths(self) -> tuple[list[str], set[str]]:
+        """Turns one data file into a list of one; names every file list or path that is not
+        text (``train: 5`` in a recipe). Returns the problems and the bad fields' names."""
+        problems, bad = [], set()
+        for name in ("train", "stage1_train"):
+            value = getattr(self, name)
+            files = [] if value is None else [value] if isinstance(value, (str, os.PathLike)) else value
+            if not isinstance(files, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in files):
+                problems.append(f"{name} must be a file or a list of files, found {value!r}")
+                bad.add(name)
+                files = []
+            setattr(self, name, [str(p) for p in files])
+        for name in ("teacher", "out", "dev", "student", "student_base", "cache_dir", "device"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                problems.append(f"{name} must be a string, found {value!r}")
+                bad.add(name)
+                setattr(self, name, None)
+        return problems, bad
+
     def _coerce_numbers(self) -> list[str]:
         """Turns numeric strings into numbers (YAML reads ``5e-5`` as a string) and
         returns a message per value that is not a number where one is needed."""
@@ -218,6 +237,9 @@ class DistillConfig:
                 continue
             if kind is int and not number.is_integer():
                 problems.append(f"{f.name} must be an integer, found {value!r}")
+                setattr(self, f.name, f.default)
+            elif not math.isfinite(number):  # inf/nan pass every > 0 check
+                problems.append(f"{f.name} must be a finite number, found {value!r}")
                 setattr(self, f.name, f.default)
             else:
                 setattr(self, f.name, kind(number))
@@ -243,19 +265,10 @@ def config_from_dict(values: dict, source: str = "recipe") -> DistillConfig:
 
 
 def load_recipe(path: str | os.PathLike) -> dict:
-    """Reads a YAML recipe into a plain dict (keys are DistillConfig field names)."""
-    import yaml
+    """Reads a YAML recipe into a plain dict (keys are DistillConfig field names); same rules as train's."""
+    from .train import load_recipe as read_recipe
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such recipe file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of key: value")
-    return data
+    return read_recipe(path)
 
 
 # -- layer maps and compatibility ------------------------------------------------------
@@ -1006,6 +1019,16 @@ def _drain(pending: list, losses: list[float], stage: int, first_step: int) -> N
         )
 
 
+def _check_finite_weights(stage: int, student, projection=None) -> None:
+    """Refuses to save weights with nan or inf (the loss checks only see the loss before the last update)."""
+    for prefix, module in (("", student), ("projection ", projection)):
+        if module is not None and (name := nonfinite_parameter(module)) is not None:
+            raise PocketQAError(
+                f"stage {stage} left {prefix}weight {name} nan or inf; stopped before saving bad weights. "
+                "lower the learning rate or use --precision fp32"
+            )
+
+
 def _total_steps(n_windows: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
     total = math.ceil(n_windows / batch_size) * epochs
     return min(total, max_steps) if max_steps else total
@@ -1346,13 +1369,20 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     from transformers import AutoConfig
 
     _preflight(cfg)
+    if cfg.dev:
+        from .squad import load_squad
+
+        load_squad(cfg.dev)  # a malformed dev file fails now, not after both stages have trained
     load_teacher = load_teacher or (lambda path, device: load_qa_model(path, device=device, dtype=torch.float32))
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     precision = _resolve_precision(cfg.precision, device)
     window = cfg.window()
     out = Path(cfg.out)
     teacher_path = resolve_model(cfg.teacher)
-    teacher_config = AutoConfig.from_pretrained(teacher_path)
+    try:
+        teacher_config = AutoConfig.from_pretrained(teacher_path)
+    except Exception as e:  # noqa: BLE001 - OSError (no such dir or hub id), ValueError (bad config.json)...
+        raise PocketQAError(f"cannot load a teacher from {cfg.teacher!r}: {error_line(e)}") from None
     teacher_tok = load_tokenizer(teacher_path)
     if cfg.student:
         student_path = resolve_model(cfg.student)
@@ -1373,6 +1403,13 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
         teacher_config, student.config, teacher_tok, tokenizer, cfg.layer_map, attention, run_stage1,
         teacher_model=teacher, student_model=student, bridge=bridge, vocab_problem=vocab_problem,
     )
+    stage1_files = cfg.stage1_train or cfg.train
+    stage1_data = load_data(stage1_files, tokenizer, window, cfg.cache_dir, progress) if run_stage1 else None
+    stage2_data = None
+    if run_stage2:
+        same = stage1_data is not None and stage1_files == cfg.train
+        stage2_data = stage1_data if same else load_data(cfg.train, tokenizer, window, cfg.cache_dir, progress)
+    # Only now, with models and data loaded, is ``out`` touched: bad input leaves an earlier run intact.
     if cfg.overwrite and out.is_dir():
         for name in ("log.jsonl", META_FILE):
             (out / name).unlink(missing_ok=True)
@@ -1386,7 +1423,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     }
 
     if run_stage1:
-        data = load_data(cfg.stage1_train or cfg.train, tokenizer, window, cfg.cache_dir, progress)
+        data, stage1_data = stage1_data, None  # one reference: freed when stage 2 rebinds ``data``
         projection = None
         if student.config.hidden_size != teacher_config.hidden_size:
             torch.manual_seed(cfg.seed)
@@ -1409,10 +1446,11 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
         }
         stage1_dir = out / "stage1" if run_stage2 else out
         meta = {"recipe": recipe, "window": window.to_dict(), "distill": {"stage": 1, **summary}}
+        _check_finite_weights(1, student, projection)
         save_student(student, tokenizer, stage1_dir, meta, projection=projection)
 
     if run_stage2:
-        data = load_data(cfg.train, tokenizer, window, cfg.cache_dir, progress)
+        data = stage2_data
         teacher_sha = model_fingerprint(teacher_path)
         held = {}
         if teacher_sha is None:  # a hub id: hash the loaded tensors instead of files
@@ -1451,6 +1489,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
             },
         }
         meta = {"recipe": recipe, "window": window.to_dict(), "distill": {"stage": 2, **summary}}
+        _check_finite_weights(2, student)
         save_student(student, tokenizer, out, meta)
         if cfg.dev:
             from .answerer import QuestionAnswerer

@@ -14,13 +14,17 @@ from .squad import load_squad, read_json, to_squad_json
 BEST_KEYS = ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
 
 
-def _read_prediction_map(path: str | os.PathLike, what: str, kind: type) -> dict:
+def _type_names(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+
+
+def _read_prediction_map(path: str | os.PathLike, what: str, kind: type | tuple[type, ...]) -> dict:
     obj = read_json(path)
     if not isinstance(obj, dict):
         raise PocketQAError(f"{path}: {what} must be a JSON object {{question id: value}}")
     for qid, value in obj.items():
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise PocketQAError(f"{path}: question id {qid!r}: {what} value must be {kind.__name__}, found {value!r}")
+            raise PocketQAError(f"{path}: question id {qid!r}: {what} value must be {_type_names(kind)}, found {value!r}")
     return obj
 
 
@@ -37,6 +41,8 @@ def evaluate_files(
     answered "" for exact/f1, and best_* thresholds are searched over the odds.
     """
     examples = load_squad(data_path)
+    if not examples:
+        raise PocketQAError(f"{data_path}: the file holds no questions")
     preds = _read_prediction_map(predictions_path, "prediction", str)
     odds = None
     if null_odds_path is not None:
@@ -104,6 +110,8 @@ def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = Fals
     Returns {"scores": official keys + best_* + threshold, "table": text}.
     """
     examples = load_squad(data_path)
+    if not examples:
+        raise PocketQAError(f"{data_path}: the file holds no questions")
     decoded = qa.decode_examples(examples, progress=True)
     scores = score_decoded(examples, decoded, qa.threshold)
     if save_threshold:

@@ -66,7 +66,7 @@ def load_masked_lm(name_or_path: str, device: str | None = None, dtype=None):
     from transformers import AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
-    from .models import load_kwargs, load_tokenizer, resolve_model
+    from .models import check_device, load_kwargs, load_tokenizer, resolve_model
 
     path = resolve_model(name_or_path)
     kwargs = {"output_loading_info": True, **load_kwargs(dtype)}
@@ -94,7 +94,9 @@ def load_masked_lm(name_or_path: str, device: str | None = None, dtype=None):
             f"candidates are noise; fit one with `pocketqa mlm-head --encoder {name_or_path} --data train.json --out DIR`",
             stacklevel=2,
         )
-    model.to(torch.device(device or default_device()))
+    device = device or default_device()
+    check_device(device)
+    model.to(torch.device(device))
     model.eval()
     return model, tokenizer, head_missing
 

@@ -92,14 +92,22 @@ def update_meta(model_dir: str | os.PathLike, **updates) -> dict:
     return meta
 
 
+# Files that hold a tokenizer's vocabulary (fast tokenizer.json, WordPiece, BPE, SentencePiece).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+
 def load_tokenizer(name_or_path: str):
     """Loads a fast tokenizer (offsets are required for span extraction)."""
     from transformers import AutoTokenizer
 
+    local = Path(name_or_path)
+    if local.is_dir() and not any((local / f).is_file() for f in TOKENIZER_FILES):
+        # transformers would build a 5-token tokenizer from the defaults and every word would be [UNK]
+        raise PocketQAError(f"{name_or_path}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
-    except OSError as e:
-        raise PocketQAError(f"cannot load a tokenizer from {name_or_path!r}: {e}".splitlines()[0]) from None
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, config validation errors...: one line naming the path
+        raise PocketQAError(f"cannot load a tokenizer from {name_or_path!r}: {error_line(e)}") from None
     if not getattr(tok, "is_fast", False):
         raise PocketQAError(f"{name_or_path}: no fast tokenizer available (pocketqa needs character offsets)")
     return tok
@@ -124,6 +132,23 @@ def load_kwargs(dtype=None, attn_implementation: str | None = None) -> dict:
     return kwargs
 
 
+def error_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def check_device(device) -> None:
+    """Refuses a CUDA device on a machine (or torch build) without CUDA, in one line."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as e:
+        raise PocketQAError(f"device {device!r}: {error_line(e)}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise PocketQAError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+
+
 def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None, attn_implementation: str | None = None):
     """Loads an AutoModelForQuestionAnswering (a fresh QA head if the checkpoint has none).
 
@@ -134,6 +159,7 @@ def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None, attn_imple
     from transformers import AutoModelForQuestionAnswering
     from transformers.utils import logging as hf_logging
 
+    check_device(device)
     kwargs = load_kwargs(dtype, attn_implementation)
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
@@ -141,8 +167,8 @@ def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None, attn_imple
     hf_logging.disable_progress_bar()  # a bar per load is noise for `pocketqa ask`
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError) as e:
-        raise PocketQAError(f"cannot load a QA model from {name_or_path!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - missing/corrupt weights or config (safetensors, hub, validation errors)
+        raise PocketQAError(f"cannot load a QA model from {name_or_path!r}: {error_line(e)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:

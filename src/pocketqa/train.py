@@ -155,6 +155,9 @@ class TrainConfig:
             if converted is None:
                 problems.append(f"{name} must be {'an' if kind is int else 'a'} {kind.__name__}, found {value!r}")
                 bad.add(name)
+            elif kind is float and not math.isfinite(converted):  # inf/nan pass every > 0 check
+                problems.append(f"{name} must be a finite number, found {value!r}")
+                bad.add(name)
             else:
                 setattr(self, name, converted)
         return bad
@@ -254,7 +257,11 @@ def load_recipe(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: no such recipe file")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a recipe is a YAML file") from None
+    try:
+        values = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -808,11 +815,6 @@ def train(config: TrainConfig) -> dict:
                 f"({world} x {config.grad_accum}): it is the global batch they split"
             )
         precision = _resolve_precision(config.precision, device)
-        if is_main:
-            if config.overwrite:
-                _clear_previous_run(out)
-            out.mkdir(parents=True, exist_ok=True)
-        _barrier()
 
         # Data: rank 0 tokenises and fills the cache, the others then read it.
         model_path = resolve_model(config.model)
@@ -833,6 +835,12 @@ def train(config: TrainConfig) -> dict:
         # dtype, e.g. fp16, by default); autocast does the low-precision math.
         model = load_qa_model(model_path, device=str(device), dtype=torch.float32)
         model.train()
+        # Only now, with model and data loaded, is an earlier run replaced: bad input leaves it intact.
+        if is_main:
+            if config.overwrite:
+                _clear_previous_run(out)
+            out.mkdir(parents=True, exist_ok=True)
+        _barrier()
         input_names = model_input_names(model, tokenizer)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         steps_per_epoch = math.ceil(len(data) / config.batch_size)
@@ -926,7 +934,7 @@ def train(config: TrainConfig) -> dict:
                 if step % config.log_steps == 0 or step == total_steps or saving or evaluating:
                     mean_loss = _global_mean(loss_sum, steps_since_log * world)
                     if not math.isfinite(mean_loss):
-                        raise PocketQAError(_nonfinite_message(mean_loss, step, precision, out))
+                        raise PocketQAError(_nonfinite_message(f"training loss became {mean_loss}", step, precision, out))
                     now = time.perf_counter()
                     lr = scheduler.get_last_lr()[0]
                     record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": mean_loss, "lr": lr,
@@ -937,6 +945,7 @@ def train(config: TrainConfig) -> dict:
                     steps_since_log, windows_since_log = 0, 0
                     last_log = time.perf_counter()
                 if saving:
+                    _check_finite_weights(model, step, precision, out)
                     position = {"step": step, "epoch": epoch, "step_in_epoch": b + 1, "epoch_seed": seed_e,
                                 "total_steps": total_steps, "batch_size": config.batch_size, "world_size": world,
                                 "data_sha256": data.data_sha256, "window": window.to_dict(), "config": config.to_dict()}
@@ -955,6 +964,7 @@ def train(config: TrainConfig) -> dict:
             epoch += 1
             start_batch = 0
         bar.close()
+        _check_finite_weights(model, step, precision, out)
 
         result = {"out": str(out), "steps": step, "metrics": None, "threshold": None, "rank": rank}
         if is_main:
@@ -1099,7 +1109,23 @@ def _global_mean(total, count: int) -> float:
     return value.item() / max(1, count)
 
 
-def _nonfinite_message(loss: float, step: int, precision: str, out: Path) -> str:
+def nonfinite_parameter(module) -> str | None:
+    """Name of the first parameter of ``module`` holding nan or inf; None when all are finite.
+
+    The loss checks see the loss *before* the last update, so an update that broke the
+    weights (a huge learning rate) shows only here.
+    """
+    import torch
+
+    return next((name for name, p in module.named_parameters() if not torch.isfinite(p).all()), None)
+
+
+def _check_finite_weights(model, step: int, precision: str, out: Path) -> None:
+    if (name := nonfinite_parameter(model)) is not None:
+        raise PocketQAError(_nonfinite_message(f"weight {name} became nan or inf", step, precision, out))
+
+
+def _nonfinite_message(what: str, step: int, precision: str, out: Path) -> str:
     found = list_checkpoints(out)
     last = f"; the last good checkpoint is {found[-1]} (--resume continues from it)" if found else ""
     hint = (
@@ -1107,7 +1133,7 @@ def _nonfinite_message(loss: float, step: int, precision: str, out: Path) -> str
         if precision == "fp16"
         else "lower --learning-rate or raise --warmup"
     )
-    return f"training loss became {loss} at step {step}; stopped before saving bad weights. {hint}{last}"
+    return f"{what} at step {step}; stopped before saving bad weights. {hint}{last}"
 
 
 def _evaluate_logged(model, tokenizer, window, examples, features, device, autocast, batch_size, step, log) -> dict:
