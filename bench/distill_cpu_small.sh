@@ -53,7 +53,7 @@ t c $PY -m pocketqa distill --teacher "$TEACHER" --student "$W/student" --train 
   --stage2-learning-rate 1e-4 --log-steps 50 --precision "$PRECISION" --no-progress
 ev c "$W/c"
 if [ "${AUG:-1}" = 0 ]; then cat "$W/times.txt" "$W/results.jsonl"; exit 0; fi  # AUG=0: (a)-(c) only
-t mlm $PY -m pocketqa mlm-head --encoder "$BASE" --data "$W/train.json" --out "$W/mlm" --steps 200 --device cpu
+[ -d "$W/mlm" ] || t mlm $PY -m pocketqa mlm-head --encoder "$BASE" --data "$W/train.json" --out "$W/mlm" --steps 200 --device cpu
 t augment $PY -m pocketqa augment --data "$W/train.json" --out "$W/aug.json" --factor "$FACTOR" --mlm "$W/mlm" \
   --seed 1 --device cpu
 # (d): the same stage 2 over the slice and its augmented copies, one epoch (FACTOR+1 times the windows).
