@@ -227,3 +227,14 @@ def test_broken_model_dirs_and_files_name_what_is_wrong(tiny_bert_dir, tiny_squa
     ctx = tmp_path / "ctx.txt"
     ctx.write_text("  \n", encoding="utf-8")
     _fail(["ask", "--model", str(tiny_bert_dir), "-q", "What?", "--context-file", str(ctx)], capsys, str(ctx), "empty")
+
+
+def test_lone_surrogates_are_named_not_passed_to_the_tokenizer(tiny_bert_dir, tmp_path, capsys):
+    _fail(["ask", "--model", str(tiny_bert_dir), "-q", "Who\udcff?", "-c", "Paris."], capsys, "question 0", "surrogate")
+    data = squad_dict()
+    data["data"][0]["paragraphs"][0]["qas"][0]["question"] = "Who\ud800?"
+    qid = data["data"][0]["paragraphs"][0]["qas"][0]["id"]
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(data), encoding="utf-8")  # json escapes it as \ud800
+    _fail(["predict", "--model", str(tiny_bert_dir), "--data", str(path), "--out", str(tmp_path / "p.json")], capsys,
+          str(path), qid, "'question'", "surrogate")

@@ -21,7 +21,7 @@ from .decode import Decoded, check_scoring, decode_features
 from .errors import PocketQAError
 from .features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
 from .models import load_qa_model, load_tokenizer, read_meta, resolve_model
-from .squad import Example
+from .squad import Example, unencodable_at
 from .tokenizer import TOKENIZER_FILE, WindowTokenizer
 
 OVERLAP_CHUNK = 512  # examples per chunk when windowing and decoding overlap the model
@@ -309,6 +309,9 @@ class QuestionAnswerer:
                 raise PocketQAError(f"question {i}: empty question")
             if not isinstance(c, str) or not c.strip():
                 raise PocketQAError(f"question {i}: empty context")
+            for field, text in (("question", q), ("context", c)):
+                if (bad := unencodable_at(text)) is not None:
+                    raise PocketQAError(f"question {i}: the {field} holds a lone surrogate at char {bad} (not valid text)")
         threshold = self.threshold if threshold is None else threshold
         examples = [Example(id=str(i), title="", context=c, question=q) for i, (q, c) in enumerate(zip(questions, contexts))]
         results = [self._format(d, top_k, abstain, threshold) for d in self.decode_examples(examples)]

@@ -109,6 +109,15 @@ def iter_examples(data: dict, source: str = "<data>") -> Iterator[Example]:
                 yield _parse_qa(qa, title, context, f"{p_where}, question {q_idx}", seen)
 
 
+def unencodable_at(text: str) -> int | None:
+    """Index of the first character UTF-8 cannot encode (a lone surrogate), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start
+    return None
+
+
 def _parse_qa(qa: object, title: str, context: str, where: str, seen: set[str]) -> Example:
     if not isinstance(qa, dict):
         raise SquadFormatError(f"{where}: expected an object with 'id', 'question', 'answers'")
@@ -127,6 +136,10 @@ def _parse_qa(qa: object, title: str, context: str, where: str, seen: set[str]) 
         raise SquadFormatError(f"{where}: missing field 'question' (a string)")
     if not question.strip():
         raise SquadFormatError(f"{where}: empty question")
+    for name, text in (("context", context), ("question", question)):
+        bad = unencodable_at(text)
+        if bad is not None:
+            raise SquadFormatError(f"{where}: field {name!r} holds a lone surrogate (\\u{ord(text[bad]):04x}) at char {bad}")
     raw_answers = qa.get("answers", [])
     if not isinstance(raw_answers, list):
         raise SquadFormatError(f"{where}: field 'answers' must be a list")
