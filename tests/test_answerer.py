@@ -110,6 +110,13 @@ def test_decode_rules_on_fixed_logits():
     assert math.isclose(total, 1.0, rel_tol=1e-9)
 
 
+def test_a_mistyped_dir_next_to_an_existing_one_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(PocketQAError, match="runs/minilm-typo: no such model directory in runs"):
+        QuestionAnswerer.from_pretrained("runs/minilm-typo")
+
+
 def test_bad_inputs(tiny_bert_dir, tmp_path):
     qa = QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu")
     with pytest.raises(PocketQAError, match="empty question"):

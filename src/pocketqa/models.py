@@ -62,6 +62,9 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> str:
         return str(path)
     if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
         raise PocketQAError(f"{name}: no such model directory")
+    if path.parent != Path(".") and path.parent.is_dir():
+        # "runs/minilm-typo" next to an existing runs/: a mistyped directory, not a hub id to retry for a minute
+        raise PocketQAError(f"{name}: no such model directory in {path.parent} (a hub id would be ORG/NAME with no local {path.parent}/)")
     return name
 
 
