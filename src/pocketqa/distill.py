@@ -45,8 +45,8 @@ from .errors import ConfigError, PocketQAError
 from .features import WindowConfig
 from .models import (
     META_FILE,
-    load_qa_model,
     error_line,
+    load_qa_model,
     load_tokenizer,
     resolve_model,
     save_qa_model,
