@@ -178,3 +178,17 @@ class CountingTeacher:
 
         model.register_forward_pre_hook(count, with_kwargs=True)
         return model
+
+
+
+def poison_after_each_step(monkeypatch, module, value: float) -> None:
+    """Patches ``module.build_optimizer`` so every optimizer step leaves the QA head weight
+    filled with ``value`` (nan/inf): what a diverging update does to the weights."""
+    real = module.build_optimizer
+
+    def poisoning(model, *args, **kwargs):
+        optimizer = real(model, *args, **kwargs)
+        optimizer.register_step_post_hook(lambda *_: model.qa_outputs.weight.data.fill_(value))
+        return optimizer
+
+    monkeypatch.setattr(module, "build_optimizer", poisoning)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, squad_dict
+from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, poison_after_each_step, squad_dict
 
 from pocketqa.cli import main
 from pocketqa.distill import (
@@ -373,14 +373,7 @@ def test_bad_teacher_or_dev_fails_up_front_without_an_out_dir(tok, teacher_dir, 
 def test_non_finite_weights_are_never_saved(teacher_dir, train_file, tmp_path, monkeypatch):
     import pocketqa.distill as distill_mod
 
-    real = distill_mod.build_optimizer
-
-    def poisoning(model, *args, **kwargs):
-        optimizer = real(model, *args, **kwargs)
-        optimizer.register_step_post_hook(lambda *_: model.qa_outputs.weight.data.fill_(float("nan")))
-        return optimizer
-
-    monkeypatch.setattr(distill_mod, "build_optimizer", poisoning)
+    poison_after_each_step(monkeypatch, distill_mod, float("nan"))
     cfg = _config(tmp_path, teacher_dir, train_file, stage="1", max_steps=1)
     with pytest.raises(PocketQAError, match=r"stage 1 .*qa_outputs\.weight"):
         distill(cfg, progress=False)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import pocketqa.train as train_mod
-from conftest import REPO, build_bert, squad_dict
+from conftest import REPO, build_bert, poison_after_each_step, squad_dict
 from pocketqa.cli import main
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.features import WindowConfig, make_features, pad_batch
@@ -335,14 +335,7 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path, tiny_bert_dir, tiny_
 def test_non_finite_weights_are_never_saved(tmp_path, tiny_bert_dir, tiny_squad_file, monkeypatch):
     # The loss check sees the loss before the last update; an update that breaks the weights
     # (e.g. a huge learning rate) must still not reach a checkpoint or the final model.
-    real = train_mod.build_optimizer
-
-    def poisoning(model, *args, **kwargs):
-        optimizer = real(model, *args, **kwargs)
-        optimizer.register_step_post_hook(lambda *_: model.qa_outputs.weight.data.fill_(float("inf")))
-        return optimizer
-
-    monkeypatch.setattr(train_mod, "build_optimizer", poisoning)
+    poison_after_each_step(monkeypatch, train_mod, float("inf"))
     for save_steps in (1, 0):
         out = f"out{save_steps}"
         with pytest.raises(PocketQAError, match=r"qa_outputs\.weight became nan or inf at step 1"):

@@ -24,34 +24,24 @@ class _Parser(argparse.ArgumentParser):
 # Value types for flags: argparse reports a bad value as one line naming the flag.
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _number(kind: type, what: str, ok, rule: str):
+    """An argparse type: ``kind(text)`` that must satisfy ``ok``, else "rule, got ..."."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        return value
+
+    return parse
 
 
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
-    return value
+_positive_int = _number(int, "a whole number", lambda v: v >= 1, "must be >= 1")
+_finite_float = _number(float, "a number", math.isfinite, "must be a finite number")
+_port = _number(int, "a port number", lambda v: 0 <= v <= 65535, "must be 0-65535")
 
 
 _DEVICE = re.compile(r"(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)")
@@ -79,7 +69,7 @@ def _output_file(path: Path, flag: str, inputs: tuple = ()) -> None:
     if not parent.is_dir():
         raise PocketQAError(f"{flag} {path}: parent directory {parent} does not exist or is not a directory")
     for src_flag, src in inputs:
-        if src is not None and path.exists() and Path(src).exists() and path.resolve() == Path(src).resolve():
+        if src is not None and path.resolve() == Path(src).resolve():
             raise PocketQAError(f"{flag} {path} is the same file as {src_flag}; it would be overwritten")
 
 
@@ -182,16 +172,13 @@ def _add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    from .squad import load_squad, write_json_atomic
+    from .evaluation import load_questions
+    from .squad import write_json_atomic
 
     _output_file(args.out, "--out", (("--data", args.data),))
     if args.null_odds is not None:
         _output_file(args.null_odds, "--null-odds", (("--data", args.data), ("--out", args.out)))
-        if args.null_odds.resolve() == args.out.resolve():
-            raise PocketQAError(f"--null-odds and --out are the same file ({args.out})")
-    examples = load_squad(args.data)  # validate before loading the model
-    if not examples:
-        raise PocketQAError(f"{args.data}: the file holds no questions")
+    examples = load_questions(args.data)  # validate before loading the model
     qa = _load_answerer(args, threshold=args.threshold)
     preds, odds = qa.predict(examples, progress=True)
     write_json_atomic(preds, args.out, indent=2)

@@ -14,6 +14,14 @@ from .squad import load_squad, read_json, to_squad_json
 BEST_KEYS = ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
 
 
+def load_questions(path: str | os.PathLike) -> list:
+    """load_squad, refusing a file with no questions (nothing to score)."""
+    examples = load_squad(path)
+    if not examples:
+        raise PocketQAError(f"{path}: the file holds no questions")
+    return examples
+
+
 def _type_names(kind: type | tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
 
@@ -40,9 +48,7 @@ def evaluate_files(
     ``na_prob_thresh`` of --na-prob-thresh): questions whose odds exceed it count as
     answered "" for exact/f1, and best_* thresholds are searched over the odds.
     """
-    examples = load_squad(data_path)
-    if not examples:
-        raise PocketQAError(f"{data_path}: the file holds no questions")
+    examples = load_questions(data_path)
     preds = _read_prediction_map(predictions_path, "prediction", str)
     odds = None
     if null_odds_path is not None:
@@ -109,9 +115,7 @@ def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = Fals
 
     Returns {"scores": official keys + best_* + threshold, "table": text}.
     """
-    examples = load_squad(data_path)
-    if not examples:
-        raise PocketQAError(f"{data_path}: the file holds no questions")
+    examples = load_questions(data_path)
     decoded = qa.decode_examples(examples, progress=True)
     scores = score_decoded(examples, decoded, qa.threshold)
     if save_threshold:

@@ -102,6 +102,7 @@ def iter_examples(data: dict, source: str = "<data>") -> Iterator[Example]:
             context = paragraph.get("context")
             if not isinstance(context, str):
                 raise SquadFormatError(f"{p_where}: missing field 'context' (a string)")
+            _check_encodable(context, "context", p_where)  # once per paragraph, not per question
             qas = paragraph.get("qas")
             if not isinstance(qas, list):
                 raise SquadFormatError(f"{p_where}: missing field 'qas' (a list)")
@@ -116,6 +117,11 @@ def unencodable_at(text: str) -> int | None:
     except UnicodeEncodeError as e:
         return e.start
     return None
+
+
+def _check_encodable(text: str, field: str, where: str) -> None:
+    if (bad := unencodable_at(text)) is not None:
+        raise SquadFormatError(f"{where}: field {field!r} holds a lone surrogate (\\u{ord(text[bad]):04x}) at char {bad}")
 
 
 def _parse_qa(qa: object, title: str, context: str, where: str, seen: set[str]) -> Example:
@@ -136,10 +142,7 @@ def _parse_qa(qa: object, title: str, context: str, where: str, seen: set[str]) 
         raise SquadFormatError(f"{where}: missing field 'question' (a string)")
     if not question.strip():
         raise SquadFormatError(f"{where}: empty question")
-    for name, text in (("context", context), ("question", question)):
-        bad = unencodable_at(text)
-        if bad is not None:
-            raise SquadFormatError(f"{where}: field {name!r} holds a lone surrogate (\\u{ord(text[bad]):04x}) at char {bad}")
+    _check_encodable(question, "question", where)
     raw_answers = qa.get("answers", [])
     if not isinstance(raw_answers, list):
         raise SquadFormatError(f"{where}: field 'answers' must be a list")
