@@ -238,3 +238,49 @@ def test_lone_surrogates_are_named_not_passed_to_the_tokenizer(tiny_bert_dir, tm
     path.write_text(json.dumps(data), encoding="utf-8")  # json escapes it as \ud800
     _fail(["predict", "--model", str(tiny_bert_dir), "--data", str(path), "--out", str(tmp_path / "p.json")], capsys,
           str(path), qid, "'question'", "surrogate")
+
+
+def test_port_and_teacher_out_are_checked_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--port", "99999"])
+    assert done.value.code == 2 and "--port: must be 0-65535" in capsys.readouterr().err
+    taken = tmp_path / "teacher.json"
+    taken.write_text("{}", encoding="utf-8")
+    _fail(["assemble-teacher", "--out", str(taken)], capsys, str(taken), "is a file")
+    assert taken.read_text(encoding="utf-8") == "{}"
+
+
+def test_an_unwritable_path_is_one_line(tiny_bert_dir, tiny_squad_file, tmp_path, monkeypatch, capsys):
+    import pocketqa.squad
+
+    def refuse(obj, path, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pocketqa.squad, "write_json_atomic", refuse)
+    out = tmp_path / "p.json"
+    argv = ["predict", "--model", str(tiny_bert_dir), "--device", "cpu", "--data", str(tiny_squad_file), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err  # the progress bar's lines, then the error as the last line
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"pocketqa predict: error: [Errno 13] Permission denied: '{out}'"
+
+
+def test_a_failed_stream_move_leaves_no_temp_file(tmp_path):
+    from pocketqa.augment import SquadStreamWriter
+
+    target = tmp_path / "aug.json"
+    target.mkdir()  # os.replace of a file onto a directory fails
+    writer = SquadStreamWriter(target)
+    with pytest.raises(OSError):
+        writer.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["aug.json"]
+
+
+def test_api_refuses_bad_batch_size_threads_and_device(tiny_bert_dir):
+    from pocketqa.answerer import QuestionAnswerer
+    from pocketqa.errors import PocketQAError
+
+    for kwargs, needle in (({"batch_size": 0}, "batch_size"), ({"threads": -1}, "threads"),
+                           ({"device": "gpu"}, "device 'gpu'")):
+        with pytest.raises(PocketQAError, match=needle):
+            QuestionAnswerer.from_pretrained(tiny_bert_dir, **kwargs)
