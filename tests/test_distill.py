@@ -114,6 +114,10 @@ def test_config_errors_are_reported_together():
         assert fragment in message
     with pytest.raises(ConfigError, match="did you mean 'temperature'"):
         config_from_dict({"teacher": "t", "out": "o", "train": ["x"], "temprature": 2})
+    # warmup >= 1 counts steps, as in train: 1.5 must not silently become 1.
+    with pytest.raises(ConfigError, match="warmup >= 1 counts steps and must be whole, found 1.5"):
+        DistillConfig(teacher="t", out="o", train="x", warmup=1.5)
+    assert DistillConfig(teacher="t", out="o", train="x", warmup=100).warmup == 100
     # YAML reads 5e-5 as a string; it must still be accepted as a number.
     assert DistillConfig(teacher="t", out="o", train="x", stage1_learning_rate="5e-5").stage1_learning_rate == 5e-5
 
@@ -304,6 +308,13 @@ def test_second_run_hits_the_cache_and_never_calls_the_teacher(tok, teacher_dir,
     summary = distill(cfg, progress=False, load_teacher=second)
     assert summary["stage2"]["teacher_cache"]["status"] == "hit"
     assert second.loads == 0 and second.calls == 0
+    # A manifest that is JSON but not an object (a foreign file) is a miss, not an AttributeError.
+    [manifest] = (Path(cfg.cache_dir) / "teacher-logits").glob("*/manifest.json")
+    manifest.write_text("[]", encoding="utf-8")
+    third = CountingTeacher()
+    cfg = _config(tmp_path, teacher_dir, train_file, stage="2", stage2_epochs=1, overwrite=True)
+    assert distill(cfg, progress=False, load_teacher=third)["stage2"]["teacher_cache"]["status"] == "miss"
+    assert third.calls > 0
 
 
 def test_stale_cache_is_detected_when_data_or_teacher_change(tok, teacher_dir, train_file, tmp_path):

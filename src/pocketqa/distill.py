@@ -179,6 +179,8 @@ class DistillConfig:
             problems.append(f"embeds_dropout must be in [0, 1), found {self.embeds_dropout}")
         if self.warmup < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
             problems.append("warmup, weight_decay and max_grad_norm must be >= 0")
+        elif self.warmup >= 1 and not float(self.warmup).is_integer():
+            problems.append(f"warmup >= 1 counts steps and must be whole, found {self.warmup}")
         if self.attention_target not in ATTENTION_TARGETS:
             problems.append(f"attention_target must be one of {', '.join(ATTENTION_TARGETS)}, found {self.attention_target!r}")
         if self.precision not in PRECISIONS:
@@ -825,7 +827,7 @@ def _open_cache_entry(entry: Path, key: str, n_tokens: int) -> TeacherLogits | N
     """The cached logits at ``entry`` if complete and made for ``key``, else None."""
     try:
         manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
-        if manifest.get("key") != key:
+        if not isinstance(manifest, dict) or manifest.get("key") != key:
             return None
         start = np.load(entry / "start.npy", mmap_mode="r", allow_pickle=False)
         end = np.load(entry / "end.npy", mmap_mode="r", allow_pickle=False)
@@ -842,6 +844,8 @@ def _stale_reason(root: Path, parts: dict) -> str:
         try:
             old = json.loads(manifest_path.read_text(encoding="utf-8"))["parts"]
         except (OSError, KeyError, TypeError, json.JSONDecodeError):
+            continue
+        if not isinstance(old, dict):
             continue
         if old.get("names") != parts["names"]:
             continue
@@ -1257,6 +1261,7 @@ def distill_prediction(
                 valid = to_device(gather_rows(mask, data, idx, width, False), device)
                 t_start = to_device(gather_rows(logits.start, data, idx, width).astype(np.float32), device)
                 t_end = to_device(gather_rows(logits.end, data, idx, width).astype(np.float32), device)
+                batch_mask = to_device(arrays["attention_mask"], device)
                 starts = to_device(arrays["start_positions"], device)
                 ends = to_device(arrays["end_positions"], device)
                 with _autocast(device, precision):
@@ -1265,7 +1270,9 @@ def distill_prediction(
                     masked_kl_div(out.start_logits, t_start, valid, temperature)
                     + masked_kl_div(out.end_logits, t_end, valid, temperature)
                 ) / 2
-                hard = span_loss(out.start_logits, out.end_logits, starts, ends)
+                # Masked like train's loss: padding must not join the softmax, or the loss
+                # would depend on how far each length-grouped batch happens to be padded.
+                hard = span_loss(out.start_logits, out.end_logits, starts, ends, mask=batch_mask)
                 loss = mix_losses(kd, hard, kd_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -14,10 +14,13 @@ extra and are imported only when a server is built.
 # No "from __future__ import annotations": FastAPI reads the (local) request models from
 # the endpoint annotations at runtime.
 import asyncio
+import errno
 import json
 import logging
+import math
 import os
 import secrets
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -25,9 +28,9 @@ from pathlib import Path
 
 from .answerer import QuestionAnswerer
 from .decode import Decoded
-from .errors import ConfigError, missing_extra
+from .errors import ConfigError, PocketQAError, missing_extra
 from .models import dir_size_mb
-from .squad import Example
+from .squad import Example, unencodable_at
 
 logger = logging.getLogger("pocketqa.serve")
 
@@ -83,8 +86,9 @@ class MicroBatcher:
         problems = []
         if max_batch < 1:
             problems.append(f"max_batch must be >= 1, found {max_batch}")
-        if max_wait_ms < 0:
-            problems.append(f"max_wait_ms must be >= 0, found {max_wait_ms}")
+        # nan or inf would make the worker wait forever for stragglers (or die): requests hang.
+        if not math.isfinite(max_wait_ms) or max_wait_ms < 0:
+            problems.append(f"max_wait_ms must be a finite number >= 0, found {max_wait_ms}")
         if problems:
             raise ConfigError("; ".join(problems))
         self.qa = qa
@@ -152,39 +156,51 @@ class MicroBatcher:
         return [(ex, fut) for ex, fut in batch if not fut.done()]
 
     async def _work(self, queue: asyncio.Queue) -> None:
+        batch: list[tuple[Example, asyncio.Future]] = []
+        try:
+            while True:
+                batch = await self._collect(queue)
+                if not batch:
+                    continue
+                try:
+                    await self._answer(batch)
+                except Exception as e:  # any model failure goes to the callers, never kills the worker
+                    if len(batch) == 1:
+                        _fail(batch, e)
+                        continue
+                    # A question the model fails on must not fail the questions batched with
+                    # it (other clients): answer each alone, so only its own caller gets the error.
+                    for item in batch:
+                        try:
+                            await self._answer([item])
+                        except Exception as e:
+                            _fail([item], e)
+        finally:
+            # Cancelled (stop) or dying: nobody may wait forever, in the model or in the queue.
+            _fail(batch, BusyError("the server is shutting down"))
+            while not queue.empty():
+                _fail([queue.get_nowait()], BusyError("the server is shutting down"))
+
+    async def _answer(self, batch: list[tuple[Example, asyncio.Future]]) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._collect(queue)
-            if not batch:
-                continue
-            examples = [ex for ex, _ in batch]
-            try:
-                decoded = await loop.run_in_executor(self._executor, self.qa.decode_examples, examples)
-            except Exception as e:  # any model failure goes to the callers, never kills the worker
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            self.model_calls += 1
-            self.questions += len(batch)
-            self.largest_batch = max(self.largest_batch, len(batch))
-            self._last_batch = len(batch)
-            for (_, fut), d in zip(batch, decoded):
-                if not fut.done():
-                    fut.set_result(d)
+        examples = [ex for ex, _ in batch]
+        decoded = await loop.run_in_executor(self._executor, self.qa.decode_examples, examples)
+        self.model_calls += 1
+        self.questions += len(batch)
+        self.largest_batch = max(self.largest_batch, len(batch))
+        self._last_batch = len(batch)
+        for (_, fut), d in zip(batch, decoded):
+            if not fut.done():
+                fut.set_result(d)
 
     async def stop(self) -> None:
-        """Cancels the worker of the current loop; questions still queued get an error."""
+        """Cancels the worker of the current loop; questions in flight or queued get an error."""
         if self._task is not None and self._loop is asyncio.get_running_loop():
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
-            while self._queue is not None and not self._queue.empty():
-                _, fut = self._queue.get_nowait()
-                if not fut.done():
-                    fut.set_exception(BusyError("the server is shutting down"))
         self._task = None
 
     def stats(self) -> dict:
@@ -194,6 +210,12 @@ class MicroBatcher:
             "largest_batch": self.largest_batch,
             "pending": self.pending,
         }
+
+
+def _fail(batch: list[tuple[Example, asyncio.Future]], error: BaseException) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(error)
 
 
 class BusyError(RuntimeError):
@@ -274,6 +296,11 @@ def _item_problems(question: str, context: str, limits: Limits, where: str) -> l
             f"{where}context: {len(context)} characters, at most {limits.max_context_chars} allowed; "
             "split the passage"
         )
+    # JSON may carry a lone surrogate ("\ud800"); the tokenizer rejects it, which would fail
+    # every question micro-batched with this one (500s for other clients), so refuse it here.
+    for field, text in (("question", question), ("context", context)):
+        if (bad := unencodable_at(text)) is not None:
+            problems.append(f"{where}{field}: lone surrogate \\u{ord(text[bad]):04x} at character {bad} (not valid text)")
     return problems
 
 
@@ -341,12 +368,15 @@ def create_app(
         from contextlib import asynccontextmanager
 
         from fastapi import Depends, FastAPI, HTTPException, Request
+        from fastapi.exception_handlers import http_exception_handler
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import HTMLResponse, JSONResponse
         from fastapi.security import APIKeyHeader
+        from starlette.exceptions import HTTPException as StarletteHTTPException
     except ImportError:
         raise missing_extra("fastapi", "serve") from None
 
+    check_api_key(api_key)
     AnswerRequest, AnswerResponse, BatchRequest, BatchResponse = _schemas()
     batcher = MicroBatcher(qa, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=limits.max_queue)
     size_mb = round(dir_size_mb(model_dir), 3) if model_dir is not None and Path(model_dir).is_dir() else None
@@ -387,6 +417,19 @@ def create_app(
             loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             messages.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
         return JSONResponse(status_code=422, content={"detail": "; ".join(messages)})
+
+    @app.exception_handler(StarletteHTTPException)  # the class FastAPI's own 400s (and 404s) raise
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        # FastAPI answers a body json.loads cannot even read (bytes that are not UTF-8, nesting
+        # deeper than Python's recursion limit) with a bare 400 "There was an error parsing
+        # the body"; say what is wrong, as for any other invalid JSON.
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+            detail = f"body: invalid JSON, not UTF-8 at byte {cause.start} ({cause.reason}); encode the body as UTF-8"
+            return JSONResponse(status_code=422, content={"detail": detail})
+        if exc.status_code == 400 and isinstance(cause, RecursionError):
+            return JSONResponse(status_code=422, content={"detail": "body: invalid JSON, nested too deeply"})
+        return await http_exception_handler(request, exc)
 
     async def answer_many(request: Request, items: list) -> list[dict]:
         examples = [Example(id=str(i), title="", context=it.context, question=it.question) for i, it in enumerate(items)]
@@ -506,6 +549,46 @@ def resolve_api_key(api_key: str | None) -> str | None:
     return api_key or os.environ.get(API_KEY_ENV) or None
 
 
+def check_api_key(api_key: str | None) -> None:
+    """Raises ConfigError for a key no X-API-Key header can carry (the key is never printed).
+
+    Servers decode header bytes as Latin-1 and strip surrounding spaces, so such a key could
+    never match: every ``/v1`` request would get 401.
+    """
+    if api_key is not None and not (api_key.isascii() and api_key.isprintable() and api_key == api_key.strip()):
+        raise ConfigError(
+            f"the API key ({len(api_key)} characters) must be printable ASCII without leading or trailing "
+            f"spaces, or no {API_KEY_HEADER} header can carry it; e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(24))'"
+        )
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Binds ``host:port`` once, as uvicorn will, and lets go.
+
+    Raises:
+        PocketQAError: The address is in use, not ours, or the host does not resolve.
+    """
+    # Mirrors asyncio's create_server, which uvicorn uses: every address of the host, reuse
+    # on, IPv6 sockets v6-only, addresses of a disabled family (EADDRNOTAVAIL) skipped.
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(address)
+                except OSError as e:
+                    if e.errno != errno.EADDRNOTAVAIL:
+                        raise
+    except OSError as e:
+        raise PocketQAError(
+            f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port or --host"
+        ) from None
+
+
 def serve(
     model: str | None,
     host: str = "127.0.0.1",
@@ -534,6 +617,8 @@ def serve(
     from .models import resolve_model
 
     api_key = resolve_api_key(api_key)
+    check_api_key(api_key)  # these two before the slow model load (uvicorn would exit 3 after it)
+    check_can_listen(host, port)
     path = resolve_model(model)
     qa = QuestionAnswerer.from_pretrained(path, device=device, threads=threads, batch_size=batch_size,
                                           scoring=scoring, **window)

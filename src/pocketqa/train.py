@@ -34,6 +34,8 @@ import re
 import shutil
 import sys
 import time
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import InitVar, asdict, dataclass, fields
@@ -453,7 +455,9 @@ def _read_cache(path: Path, key: str, data_sha: str) -> TrainData | None:
             arrays = {name: z[name] for name in _ARRAYS}
             types = z["token_type_ids"] if bool(z["has_token_types"]) else None
             n_examples = int(z["n_examples"])
-    except (OSError, ValueError, KeyError, EOFError) as e:  # a truncated or foreign file: rebuild it
+    # A truncated or foreign file: rebuild it. A cut-off .npz is not a zip any more (BadZipFile),
+    # a damaged member fails its CRC (BadZipFile) or, when compressed, its inflate (zlib.error).
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         print(f"pocketqa: ignoring unreadable feature cache {path} ({e})", file=sys.stderr)
         return None
     return TrainData(token_type_ids=types, n_examples=n_examples, data_sha256=data_sha, **arrays)
