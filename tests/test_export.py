@@ -122,6 +122,22 @@ def test_int8_export_answers(name, exported, tiny_squad_file):
     assert report["parity"]["int8"]["max_abs_diff"] > 0  # really a different (quantized) graph
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_int8_answers_do_not_depend_on_the_batch(name, exported, tiny_squad_file):
+    # Dynamic int8 takes one activation scale per call over all rows and padding: batched,
+    # a window's logits (and so answers and null odds) changed with its neighbours.
+    examples = load_squad(tiny_squad_file)
+    int8 = QuestionAnswerer.from_pretrained(exported(name, int8=True), batch_size=64)
+    fp32 = QuestionAnswerer.from_pretrained(exported(name), batch_size=64)
+    assert not int8.backend.batch_invariant and fp32.backend.batch_invariant
+    features = make_features(examples, int8.tokenizer, int8.window)
+    assert len(set(features.lengths.tolist())) > 1  # batched, these windows would be padded
+    batched = int8.logits(features)
+    alone = [int8.logits(make_features([ex], int8.tokenizer, int8.window)) for ex in examples]
+    flat = [(s, e) for starts, ends in alone for s, e in zip(starts, ends)]
+    assert all(np.array_equal(s, a) and np.array_equal(e, b) for s, e, (a, b) in zip(*batched, flat))
+
+
 def test_int8_graph_is_smaller_and_keep_fp32(tiny_tokenizer, tmp_path):
     import onnx
 

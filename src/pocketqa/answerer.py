@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,9 +29,18 @@ OVERLAP_CHUNK = 512  # examples per chunk when windowing and decoding overlap th
 
 
 class Backend(Protocol):
-    """Runs a QA model on a padded batch; PyTorch and ONNX Runtime implement it."""
+    """Runs a QA model on a padded batch; PyTorch and ONNX Runtime implement it.
+
+    Attributes:
+        input_names: The inputs the model takes.
+        batch_invariant: Whether a window's logits are independent of the windows batched
+            with it. Dynamically quantized (int8) graphs are not: each call quantizes its
+            activations with one scale over the whole batch, padding included, so they
+            run one window per call.
+    """
 
     input_names: list[str]
+    batch_invariant: bool  # optional: True when absent
 
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Returns float32 (start_logits, end_logits), each of shape [batch, seq_len]."""
@@ -39,6 +49,8 @@ class Backend(Protocol):
 
 class TorchBackend:
     """Runs an ``AutoModelForQuestionAnswering`` under ``torch.inference_mode``."""
+
+    batch_invariant = True  # up to float rounding
 
     def __init__(self, model, device: str = "cpu", threads: int | None = None):
         import torch
@@ -73,6 +85,15 @@ def _meta_window(path, meta: dict) -> dict:
     return win
 
 
+def _meta_threshold(path, meta: dict, scoring: str) -> float:
+    """The threshold calibrated for ``scoring`` in a model's pocketqa.json (0.0 when absent), checked."""
+    threshold = meta.get(threshold_key(scoring), 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise PocketQAError(f"{Path(path) / 'pocketqa.json'}: {threshold_key(scoring)} must be a finite number, "
+                            f"found {threshold!r}")
+    return float(threshold)
+
+
 def _auto_device() -> str:
     import torch
 
@@ -101,6 +122,7 @@ class QuestionAnswerer:
         meta: dict | None = None,
         scoring: str = "logits",
     ):
+        _check_settings(threshold=threshold, n_best=n_best, max_answer_length=max_answer_length, batch_size=batch_size)
         self.backend = backend
         self.tokenizer = tokenizer
         self.window = window
@@ -138,7 +160,8 @@ class QuestionAnswerer:
             threshold: Abstain when null_odds > threshold.
             batch_size: Windows per forward pass (default: 64 on a GPU, 4 on a CPU, where
                 padding windows of different lengths to one width costs more than the
-                larger batch saves: 72 vs 41 questions/s for 4 vs 32 on 2 cores).
+                larger batch saves: 72 vs 41 questions/s for 4 vs 32 on 2 cores). int8
+                ONNX graphs always run one window per call (``Backend.batch_invariant``).
             scoring: "logits" (utils_qa's rule, the default) or "pipeline" (the rule of
                 transformers' removed QA pipeline; see decode.py).
             n_best: Candidates kept (per window and in all); with scoring="pipeline",
@@ -146,9 +169,7 @@ class QuestionAnswerer:
             **window: max_seq_length / doc_stride / max_query_length overrides.
         """
         check_scoring(scoring)  # before the slow model load
-        for name, value in (("batch_size", batch_size), ("threads", threads)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise PocketQAError(f"{name} must be a whole number >= 1, found {value!r}")
+        _check_settings(threshold=threshold, n_best=n_best, batch_size=batch_size, threads=threads)
         path = resolve_model(name_or_path)
         meta = read_meta(path) if Path(path).is_dir() else {}
         window_config = WindowConfig(**{**_meta_window(path, meta), **window})
@@ -166,11 +187,7 @@ class QuestionAnswerer:
             device = device or _auto_device()
             backend = TorchBackend(load_qa_model(path, device=device), device=device, threads=threads)
         if threshold is None:
-            threshold = meta.get(threshold_key(scoring), 0.0)
-            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-                raise PocketQAError(f"{Path(path) / 'pocketqa.json'}: {threshold_key(scoring)} must be a finite number, "
-                                    f"found {threshold!r}")
-            threshold = float(threshold)
+            threshold = _meta_threshold(path, meta, scoring)
         if batch_size is None:
             on_gpu = isinstance(backend, TorchBackend) and backend.device.type != "cpu"
             batch_size = 64 if on_gpu else 4
@@ -196,7 +213,8 @@ class QuestionAnswerer:
         """
         starts: list[np.ndarray | None] = [None] * len(features)
         ends: list[np.ndarray | None] = [None] * len(features)
-        batches = length_sorted_batches(features.lengths, self.batch_size)
+        invariant = getattr(self.backend, "batch_invariant", True)  # optional for backends users write
+        batches = length_sorted_batches(features.lengths, self.batch_size if invariant else 1)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         it = batches
         if progress:
@@ -210,6 +228,12 @@ class QuestionAnswerer:
                 n = len(features.input_ids[w])
                 starts[w] = s[row, :n]
                 ends[w] = e[row, :n]
+                # NaN would decode to an arbitrary span with NaN null odds (or fail in pipeline scoring).
+                if np.isnan(starts[w]).any() or np.isnan(ends[w]).any():
+                    raise PocketQAError(
+                        f"{self.name or 'model'}: the model gave NaN logits for a window of {n} tokens; its weights "
+                        "hold NaN or a half-precision run overflowed (load it in float32)"
+                    )
         return starts, ends
 
     def decode_examples(self, examples: Sequence[Example], progress: bool = False) -> list[Decoded]:
@@ -272,6 +296,7 @@ class QuestionAnswerer:
         self, examples: Sequence[Example], threshold: float | None = None, progress: bool = False
     ) -> tuple[dict[str, str], dict[str, float]]:
         """Predictions and null odds in the official formats ({qid: text}, {qid: na_prob})."""
+        _check_settings(threshold=threshold)
         threshold = self.threshold if threshold is None else threshold
         decoded = self.decode_examples(examples, progress=progress)
         preds = {ex.id: d.answer(threshold) for ex, d in zip(examples, decoded)}
@@ -302,8 +327,7 @@ class QuestionAnswerer:
         contexts = [context] * len(questions) if isinstance(context, str) else list(context)
         if len(questions) != len(contexts):
             raise PocketQAError(f"got {len(questions)} questions but {len(contexts)} contexts")
-        if top_k < 1:
-            raise PocketQAError(f"top_k must be >= 1, found {top_k}")
+        _check_settings(top_k=top_k, threshold=threshold)
         for i, (q, c) in enumerate(zip(questions, contexts)):
             if not isinstance(q, str) or not q.strip():
                 raise PocketQAError(f"question {i}: empty question")
@@ -329,6 +353,21 @@ class QuestionAnswerer:
         if not answers:  # abstain=False and no span at all
             answers = [{"answer": "", "start": None, "end": None, "score": d.null_probability, "null_odds": odds}]
         return answers[0] if top_k == 1 else answers[:top_k]
+
+
+def _check_settings(threshold: float | None = None, **counts) -> None:
+    """Raises one PocketQAError naming every bad setting: ``threshold`` must be a finite number
+    and each of ``counts`` a whole number >= 1 (None: not given, nothing to check).
+
+    n_best=0 would silently abstain on every question, and a non-number fails deep in decoding.
+    """
+    problems = [f"{name} must be a whole number >= 1, found {value!r}" for name, value in counts.items()
+                if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1)]
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
+                                  or not math.isfinite(threshold)):
+        problems.append(f"threshold must be a finite number, found {threshold!r}")
+    if problems:
+        raise PocketQAError("; ".join(problems))
 
 
 def threshold_key(scoring: str, name: str = "threshold") -> str:

@@ -19,7 +19,8 @@ for users who want the answers their pipeline code gave:
 
 - per window, softmax over the context tokens and CLS, separately for start and end;
   span score = p_start(i) * p_end(j), CLS excluded; the ``n_best`` best spans per window
-  (the pipeline keeps ``top_k``: n_best=1 reproduces its default top_k=1);
+  (the pipeline keeps ``top_k``: n_best=1 reproduces its default top_k=1 with
+  ``align_to_words=False``; its default True widens spans to whole words, not done here);
 - spans with the same text (case-insensitive) in several windows add up their scores;
 - null score = min over windows of p_start(CLS) * p_end(CLS); null_odds =
   log(null score / best span score), so threshold 0 is the pipeline's own rule (the null
@@ -170,6 +171,12 @@ def decode_example(
             continue
         offs = offsets[windows[k]]
         cs, ce = offs[span_starts[k]][0], offs[span_ends[k]][1]
+        if ce <= cs:
+            # No characters (e.g. a byte-level BPE token for a lone space, whose trimmed
+            # offsets are empty): not an answer. utils_qa also skips such "" texts when it
+            # picks the best non-null prediction (their probabilities still count in the
+            # softmax above, as in utils_qa; they are just not listed).
+            continue
         spans.append(Span(context[cs:ce], cs, ce, sc, p))
     null_odds = null_score - spans[0].score if spans else math.inf
     return Decoded(spans=spans, null_score=null_score, null_odds=null_odds, null_probability=null_probability)

@@ -96,7 +96,12 @@ def truncate_questions(tokenizer, questions: Sequence[str], max_query_length: in
     out = []
     for q, (enc,) in zip(questions, as_window_tokenizer(tokenizer).encode(questions, add_special_tokens=False)):
         if len(enc.offsets) > max_query_length:
-            q = q[: enc.offsets[max_query_length - 1][1]]
+            end = enc.offsets[max_query_length - 1][1]
+            # Byte-level BPE splits a multi-byte character (é, 😀) into several tokens that
+            # all span the whole character: a cut inside one keeps the character, which then
+            # re-tokenizes to more than max_query_length tokens. Cut before it instead.
+            end = min(end, enc.offsets[max_query_length][0])
+            q = q[:end]
         out.append(q)
     return out
 

@@ -86,11 +86,33 @@ class WindowTokenizer:
                 backend.enable_truncation(max_length, stride=stride, strategy="only_second", direction="right")
             backend.no_padding()
             encodings = backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
-        except Exception as e:  # noqa: BLE001 - e.g. a question too long to leave room for the context
-            raise ConfigError(f"tokenizer: {str(e).splitlines()[0]}") from None
+        except BaseException as e:  # noqa: BLE001 - e.g. a question too long to leave room for the context
+            # A question that leaves room for the context but not for more than ``stride``
+            # tokens makes the Rust truncation panic: pyo3's PanicException is a BaseException.
+            if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+                raise
+            raise ConfigError(f"tokenizer: {str(e).splitlines()[0]}{self._crowded(texts, max_length, stride)}") from None
         finally:
             _restore(backend, truncation, padding)
         return [[e, *e.overflowing] for e in encodings]
+
+    def _crowded(self, texts: Sequence, max_length: int | None, stride: int) -> str:
+        """Names the first pair whose question leaves at most ``stride`` context tokens, if any.
+
+        Called while ``encode`` fails; its ``finally`` restores the truncation turned off here.
+        """
+        if max_length is None:
+            return ""
+        room = max_length - self.backend.num_special_tokens_to_add(True)
+        self.backend.no_truncation()
+        for i, text in enumerate(texts):
+            if isinstance(text, (tuple, list)):
+                n = len(self.backend.encode(text[0], add_special_tokens=False).ids)
+                if room - n <= stride:
+                    return (f"; input {i}: the question {text[0][:60]!r} takes {n} tokens, leaving {room - n} of the "
+                            f"{max_length}-token window for the context, not more than doc_stride {stride}: "
+                            "lower max_query_length or doc_stride, or raise max_seq_length")
+        return ""
 
 
 def as_window_tokenizer(tokenizer) -> WindowTokenizer:
