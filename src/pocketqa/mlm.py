@@ -395,6 +395,7 @@ def augment_with_mlm(
     import torch
 
     from .augment import select_paragraphs, write_augmented
+    from .models import check_device
 
     problems = []
     if batch_size < 1:
@@ -406,6 +407,7 @@ def augment_with_mlm(
     start = time.perf_counter()
     paragraphs = select_paragraphs(data, config)  # a malformed file fails before the model loads
     device = device or default_device()
+    check_device(device)  # before the word vectors go to it, not only when the MLM loads
     vectors = WordVectors.load(word_vectors, device=device) if word_vectors else None
     dtype = torch.float16 if torch.device(device).type == "cuda" else None
     model, tokenizer, _ = load_masked_lm(mlm, device=device, dtype=dtype)

@@ -141,15 +141,23 @@ def error_line(e: BaseException) -> str:
 
 
 def check_device(device) -> None:
-    """Refuses a CUDA device on a machine (or torch build) without CUDA, in one line."""
+    """Refuses a CUDA/MPS device this machine (or torch build) lacks, in one line."""
     import torch
 
     try:
-        kind = torch.device(device).type
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise PocketQAError(f"device {device!r}: {error_line(e)}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise PocketQAError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+    # model.to() would fail later with a raw "invalid device ordinal" / backend error
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise PocketQAError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"numbered from 0; use --device cuda:0"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise PocketQAError(f"device {device!r}: MPS is not available here; use --device cpu")
 
 
 def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None, attn_implementation: str | None = None):

