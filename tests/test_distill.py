@@ -114,6 +114,10 @@ def test_config_errors_are_reported_together():
         assert fragment in message
     with pytest.raises(ConfigError, match="did you mean 'temperature'"):
         config_from_dict({"teacher": "t", "out": "o", "train": ["x"], "temprature": 2})
+    # An unknown key does not hide the bad values (train's recipes report both at once too).
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"teacher": "t", "out": "o", "train": ["x"], "kd_wieght": 0.5, "temperature": -1})
+    assert "did you mean 'kd_weight'" in str(err.value) and "temperature must be > 0" in str(err.value)
     # warmup >= 1 counts steps, as in train: 1.5 must not silently become 1.
     with pytest.raises(ConfigError, match="warmup >= 1 counts steps and must be whole, found 1.5"):
         DistillConfig(teacher="t", out="o", train="x", warmup=1.5)

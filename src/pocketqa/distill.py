@@ -249,21 +249,25 @@ class DistillConfig:
 
 
 def config_from_dict(values: dict, source: str = "recipe") -> DistillConfig:
-    """Builds a DistillConfig, naming every unknown key (with a guess) and every bad value."""
+    """Builds a DistillConfig, naming every unknown key (with a guess) and every bad value at once."""
     known = {f.name for f in fields(DistillConfig)}
     unknown = [k for k in values if k not in known]
+    problems = []
     if unknown:
         hints = []
         for k in unknown:
             close = difflib.get_close_matches(k, sorted(known), n=1)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(hints)}; known keys: {', '.join(sorted(known))}")
+        problems.append(f"unknown key(s) {', '.join(hints)}")
     try:
-        return DistillConfig(**values)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    except TypeError as e:  # e.g. a number where a list was expected
-        raise ConfigError(f"{source}: {e}") from None
+        config = DistillConfig(**{k: v for k, v in values.items() if k in known})
+    except (ConfigError, TypeError) as e:  # TypeError: e.g. a number where a list was expected
+        problems.append(str(e))
+    if problems:
+        if unknown:
+            problems.append(f"known keys: {', '.join(sorted(known))}")
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return config
 
 
 def load_recipe(path: str | os.PathLike) -> dict:
