@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import ConfigError, PocketQAError, SquadFormatError
-from .squad import Answer, Example, read_json
+from .squad import Answer, Example, iter_examples, read_json
 
 Span = tuple[int, int]
 CandidatesFn = Callable[[str, Sequence[Span]], list[list[str]]]
@@ -334,8 +334,6 @@ def iter_paragraphs(path: str | os.PathLike) -> Iterator[Paragraph]:
     Validation happens before the first paragraph is yielded, so a malformed file fails
     before any model loads or any output is written. Paragraphs without questions are skipped.
     """
-    from .squad import iter_examples
-
     data = read_json(path)
     examples = iter(list(iter_examples(data, source=str(path))))
     index = 0
@@ -575,6 +573,8 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) ->
             head = data.get("pocketqa_augment") if isinstance(data, dict) else None
             if not isinstance(head, dict) or "shard" not in head:
                 raise PocketQAError(f"{path}: not a 'pocketqa augment --shard' output (no pocketqa_augment header)")
+            if not isinstance(head["shard"], str):
+                raise PocketQAError(f"{path}: pocketqa_augment header has shard {head['shard']!r}, expected 'K/N'")
             k, this_n = parse_shard(head["shard"])
             these = {key: v for key, v in head.items() if key != "shard"}
             if settings is None:
@@ -584,25 +584,16 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) ->
             if k in seen_shards:
                 raise PocketQAError(f"{path}: shard {k}/{n} given twice")
             seen_shards.add(k)
-            for a_idx, article in enumerate(data.get("data", [])):
-                title = article.get("title", "")
+            # Validated as load_squad would (a damaged shard is named, never merged), then regrouped.
+            validated = iter(list(iter_examples(data, source=str(path))))
+            for a_idx, article in enumerate(data["data"]):
                 for paragraph in article["paragraphs"]:
-                    examples = []
-                    for qa in paragraph["qas"]:
-                        if qa["id"] in seen_ids:
-                            raise SquadFormatError(f"{path}: question id {qa['id']!r} also appears in an earlier shard")
-                        seen_ids.add(qa["id"])
-                        examples.append(
-                            Example(
-                                id=qa["id"],
-                                title=title,
-                                context=paragraph["context"],
-                                question=qa["question"],
-                                answers=tuple(Answer(a["text"], a["answer_start"]) for a in qa["answers"]),
-                                is_impossible=qa.get("is_impossible", False),
-                            )
-                        )
-                    writer.add_paragraph((s_idx, a_idx), title, paragraph["context"], examples)
+                    examples = [next(validated) for _ in paragraph["qas"]]
+                    for ex in examples:
+                        if ex.id in seen_ids:
+                            raise SquadFormatError(f"{path}: question id {ex.id!r} also appears in an earlier shard")
+                        seen_ids.add(ex.id)
+                    writer.add_paragraph((s_idx, a_idx), article.get("title", ""), paragraph["context"], examples)
             del data
         missing = sorted(set(range(n)) - seen_shards)
         if missing:

@@ -51,7 +51,29 @@ _INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinea
 
 def read_config(model_dir: Path) -> dict:
     """config.json of the model ({} when absent: an ONNX-only directory may lack it)."""
-    return read_json_file(model_dir / "config.json")
+    return _json_object(read_json_file(model_dir / "config.json"), model_dir / "config.json")
+
+
+def _json_object(value, path: Path) -> dict:
+    """``value`` (a parsed JSON file of the model dir) when it is an object, else one clear error."""
+    if not isinstance(value, dict):
+        raise PocketQAError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+def _safetensors_header(path: Path) -> dict:
+    """The JSON header of a safetensors file (u64 little-endian length, then JSON)."""
+    try:
+        with path.open("rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            if size > path.stat().st_size - 8:
+                raise ValueError(f"header length {size} is past the end of the file")
+            header = json.loads(fh.read(size))
+    except (struct.error, ValueError) as e:  # truncated, or not safetensors at all
+        raise PocketQAError(f"{path}: not a readable safetensors file ({e}); copy or save it again") from None
+    if not isinstance(header, dict):
+        raise PocketQAError(f"{path}: not a readable safetensors file (header is not a JSON object)")
+    return header
 
 
 def count_parameters(model_dir: Path, meta: dict) -> tuple[int, bool] | None:
@@ -66,9 +88,7 @@ def count_parameters(model_dir: Path, meta: dict) -> tuple[int, bool] | None:
     if files:
         total = 0
         for f in files:
-            with f.open("rb") as fh:
-                (size,) = struct.unpack("<Q", fh.read(8))  # the format: u64 header length, JSON header
-                header = json.loads(fh.read(size))
+            header = _safetensors_header(f)
             total += sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
         return total, False
     export = meta.get("export") if isinstance(meta.get("export"), dict) else {}
@@ -624,7 +644,7 @@ def write_card(
         problems.append(f"--threads must be an integer >= 1, found {threads!r}")
     if problems:
         raise PocketQAError("; ".join(problems))
-    meta = read_meta(model_dir)
+    meta = _json_object(read_meta(model_dir), model_dir / "pocketqa.json")
     config = read_config(model_dir)
     name = str(meta.get("name") or model_dir.name)
 

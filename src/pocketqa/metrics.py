@@ -26,7 +26,11 @@ _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 
 
-class MissingPredictionsError(PocketQAError, ValueError):
+class MetricsInputError(PocketQAError, ValueError):
+    """Predictions or no-answer probabilities that cannot be scored (the CLI exits 2 with the message)."""
+
+
+class MissingPredictionsError(MetricsInputError):
     """Some questions of the dataset have no prediction and ``missing_ok`` was False."""
 
 
@@ -209,13 +213,15 @@ def find_best_threshold(
         preds: Question id -> predicted text.
         scores: Question id -> raw EM or F1 (only these ids are counted).
         na_probs: Question id -> no-answer probability.
-        qid_to_has_ans: Question id -> whether it has a gold answer (all questions of
-            the dataset: the starting total counts every unanswerable one).
+        qid_to_has_ans: Question id -> whether it has a gold answer.
 
     Returns:
         ``(best_score_percent, best_threshold)``; the percentage divides by ``len(scores)``.
     """
-    cur = sum(1 for has_ans in qid_to_has_ans.values() if not has_ans)
+    # The official script counts every unanswerable question of the dataset here; it never
+    # gets this far with a prediction missing. Counting only scored ones keeps the total
+    # within len(scores) when missing predictions are skipped (else best_* could pass 100).
+    cur = sum(1 for qid in scores if not qid_to_has_ans[qid])
     best, best_thresh = cur, 0.0
     for qid in sorted(na_probs, key=lambda q: na_probs[q]):
         if qid not in scores:
@@ -270,19 +276,20 @@ def squad_v2_eval(
     Raises:
         MissingPredictionsError: ``missing_ok`` is False and some question has no
             prediction (a ValueError naming the first ids).
-        ValueError: No question has a prediction, or ``na_probs`` lacks a scored id.
+        MetricsInputError: No question has a prediction, or ``na_probs`` lacks a scored id
+            (a ValueError).
     """
     _check_predictions(missing_predictions(dataset, preds), missing_ok)
     exact_raw, f1_raw = exact_and_f1_scores(dataset, preds)
     if not exact_raw:
-        raise ValueError("No question of the dataset has a prediction; check the question ids.")
+        raise MetricsInputError("No question of the dataset has a prediction; check the question ids.")
     if na_probs is None:
         na_probs_used: Mapping[str, float] = {qid: 0.0 for qid in preds}
     else:
         na_probs_used = na_probs
         lacking = [qid for qid in exact_raw if qid not in na_probs]
         if lacking:
-            raise ValueError(
+            raise MetricsInputError(
                 f"na_probs has no value for {len(lacking)} predicted question(s), "
                 f"e.g. {lacking[0]}; give a no-answer probability for every prediction."
             )

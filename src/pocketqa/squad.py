@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import unicodedata
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +54,10 @@ class Example:
 
 
 def _open_text(path: Path):
+    # utf-8-sig: JSON saved by Windows tools starts with a byte-order mark that json.load refuses.
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -67,7 +70,7 @@ def read_json(path: str | os.PathLike) -> dict:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise SquadFormatError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except (UnicodeDecodeError, OSError, EOFError) as e:
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz stream
         raise SquadFormatError(f"{path}: cannot read as UTF-8 JSON ({e})") from None
 
 
@@ -170,7 +173,7 @@ def _parse_qa(qa: object, title: str, context: str, where: str, seen: set[str]) 
         if found != text:
             raise SquadFormatError(
                 f"{where}, answer {n}: text {text!r} does not match context[{start}:{start + len(text)}]"
-                f" = {found!r}"
+                f" = {found!r}{_normalization_hint(text, context, start)}"
             )
         answers.append(Answer(text=text, start=start))
     if not is_impossible and not answers:
@@ -179,6 +182,15 @@ def _parse_qa(qa: object, title: str, context: str, where: str, seen: set[str]) 
     return Example(
         id=qid, title=title, context=context, question=question, answers=tuple(answers), is_impossible=is_impossible
     )
+
+
+def _normalization_hint(text: str, context: str, start: int) -> str:
+    """Explains a mismatch that is only Unicode normalisation (NFC "ü" vs NFD "u" + combining mark)."""
+    if 0 <= start <= len(context) and unicodedata.normalize("NFC", context[start:]).startswith(
+        unicodedata.normalize("NFC", text)
+    ):
+        return " (the same text in another Unicode normalisation: NFC-normalise context and answers alike)"
+    return ""
 
 
 def load_squad(path: str | os.PathLike) -> list[Example]:
