@@ -192,3 +192,26 @@ def poison_after_each_step(monkeypatch, module, value: float) -> None:
         return optimizer
 
     monkeypatch.setattr(module, "build_optimizer", poisoning)
+
+
+class SlowBackend:
+    """Wraps a backend and takes 0.3 s per model call, so that questions sent meanwhile queue up."""
+
+    def __init__(self, real):
+        self.real = real
+        self.input_names = real.input_names
+
+    def __call__(self, batch):
+        import time
+
+        time.sleep(0.3)
+        return self.real(batch)
+
+
+def bad_squad_file(tmp_path) -> Path:
+    """A SQuAD file whose first answer_start is a string: load_squad refuses it, naming the question."""
+    data = squad_dict()
+    data["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = "12"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path

@@ -11,7 +11,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import CONTEXTS  # noqa: E402
+from conftest import CONTEXTS, SlowBackend  # noqa: E402
 from pocketqa.answerer import QuestionAnswerer  # noqa: E402
 from pocketqa.errors import ConfigError  # noqa: E402
 from pocketqa.serve import create_app  # noqa: E402
@@ -23,18 +23,6 @@ JSON = {"content-type": "application/json"}
 @pytest.fixture(scope="module")
 def qa(tiny_bert_dir):
     return QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu")
-
-
-class SlowBackend:
-    """Takes 0.3 s per model call, so that questions sent meanwhile queue up and share a batch."""
-
-    def __init__(self, real):
-        self.real = real
-        self.input_names = real.input_names
-
-    def __call__(self, batch):
-        time.sleep(0.3)
-        return self.real(batch)
 
 
 def test_lone_surrogate_is_422_naming_the_field(qa):
@@ -127,19 +115,18 @@ def test_api_key_no_header_can_carry_is_a_config_error(qa, key):
     assert key.strip() not in str(e.value)  # the key stays secret
 
 
-class PoisonedBackend:
+class PoisonedBackend(SlowBackend):
     """Slow like SlowBackend, and fails any call whose windows hold the token ``poison``."""
 
     def __init__(self, real, poison: int):
-        self.real = real
+        super().__init__(real)
         self.poison = poison
-        self.input_names = real.input_names
 
     def __call__(self, batch):
-        time.sleep(0.3)
         if (batch["input_ids"] == self.poison).any():
+            time.sleep(0.3)
             raise RuntimeError("the model cannot take this window")
-        return self.real(batch)
+        return super().__call__(batch)
 
 
 def test_model_failure_on_one_question_spares_the_questions_batched_with_it(qa):

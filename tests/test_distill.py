@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, poison_after_each_step, squad_dict
+from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, bad_squad_file, poison_after_each_step, squad_dict
 
 from pocketqa.cli import main
 from pocketqa.distill import (
@@ -351,14 +351,6 @@ def test_stale_cache_is_detected_when_data_or_teacher_change(tok, teacher_dir, t
 # -- bad input fails before anything is trained or lost ------------------------------------
 
 
-def _bad_squad_file(tmp_path) -> Path:
-    data = squad_dict()
-    data["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = "12"
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
-
-
 def test_failed_overwrite_keeps_the_previous_run(teacher_dir, train_file, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -366,7 +358,7 @@ def test_failed_overwrite_keeps_the_previous_run(teacher_dir, train_file, tmp_pa
     for name, text in previous.items():
         (out / name).write_text(text)
     with pytest.raises(PocketQAError, match="answer_start"):
-        distill(_config(tmp_path, teacher_dir, _bad_squad_file(tmp_path), overwrite=True), progress=False)
+        distill(_config(tmp_path, teacher_dir, bad_squad_file(tmp_path), overwrite=True), progress=False)
     assert {name: (out / name).read_text() for name in previous} == previous
 
 
@@ -377,11 +369,11 @@ def test_bad_teacher_or_dev_fails_up_front_without_an_out_dir(tok, teacher_dir, 
         distill(_config(tmp_path, empty, train_file), progress=False)
     counter = CountingTeacher()
     with pytest.raises(PocketQAError, match="answer_start"):
-        distill(_config(tmp_path, teacher_dir, train_file, dev=str(_bad_squad_file(tmp_path))), progress=False,
+        distill(_config(tmp_path, teacher_dir, train_file, dev=str(bad_squad_file(tmp_path))), progress=False,
                 load_teacher=counter)
     assert counter.loads == 0  # nothing trained
     with pytest.raises(PocketQAError, match="answer_start"):
-        distill(_config(tmp_path, teacher_dir, _bad_squad_file(tmp_path)), progress=False)
+        distill(_config(tmp_path, teacher_dir, bad_squad_file(tmp_path)), progress=False)
     assert not (tmp_path / "out").exists()
 
 

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import CONTEXTS  # noqa: E402
+from conftest import CONTEXTS, SlowBackend  # noqa: E402
 from pocketqa.answerer import QuestionAnswerer  # noqa: E402
 from pocketqa.errors import ConfigError  # noqa: E402
 from pocketqa.models import dir_size_mb, update_meta  # noqa: E402
@@ -383,20 +383,6 @@ def test_serves_an_exported_onnx_model(tiny_bert_dir, tmp_path):
         question, context = PAIRS[1]
         body = c.post("/v1/answer", json={"question": question, "context": context, "top_k": 3}).json()
         assert_same_answers(body["answers"], qa(question, context, top_k=3))
-
-
-class SlowBackend:
-    """Takes 0.3 s per model call, so that a second question has to wait in the queue."""
-
-    def __init__(self, real):
-        self.real = real
-        self.input_names = real.input_names
-
-    def __call__(self, batch):
-        import time
-
-        time.sleep(0.3)
-        return self.real(batch)
 
 
 def test_question_of_a_client_that_left_is_never_run(qa):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import pocketqa.train as train_mod
-from conftest import REPO, build_bert, poison_after_each_step, squad_dict
+from conftest import REPO, build_bert, bad_squad_file, poison_after_each_step
 from pocketqa.cli import main
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.features import WindowConfig, make_features, pad_batch
@@ -411,14 +411,6 @@ def test_existing_out_dir_needs_overwrite(tmp_path, tiny_bert_dir, tiny_squad_fi
     assert main([*args, "--overwrite"]) == 0
     assert (out / "pocketqa.json").is_file() and not (out / "checkpoints" / "step-1").exists()
     assert (out / "old.txt").is_file()  # only what a run writes is replaced
-
-
-def bad_squad_file(tmp_path) -> Path:
-    data = squad_dict()
-    data["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = "12"
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
 
 
 def test_failed_overwrite_keeps_the_previous_run(tmp_path, tiny_bert_dir, tiny_tokenizer, tiny_squad_file):
