@@ -238,6 +238,34 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, tiny_bert_dir, tiny_sq
     assert losses(killed)[-3:] == losses(tmp_path / "straight")[-3:]
 
 
+def test_resumed_run_logs_each_step_once(tmp_path, tiny_bert_dir, tiny_squad_file, monkeypatch):
+    # Killed at step 13, three steps after its last checkpoint: the resumed run trains
+    # steps 11-13 again, and its log must not hold them twice.
+    common = dict(epochs=2, save_steps=10, keep_checkpoints=None)
+    train(config(tmp_path, tiny_bert_dir, tiny_squad_file, out="straight", **common))
+
+    real_write = train_mod.RunLog.write
+
+    def write_then_die(self, record):
+        real_write(self, record)
+        if record.get("step") == 13 and "loss" in record:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write('{"step": 14, "lo')  # a line cut off by the kill
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod.RunLog, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, tiny_bert_dir, tiny_squad_file, out="killed", **common))
+    monkeypatch.undo()
+    train(config(tmp_path, tiny_bert_dir, tiny_squad_file, out="killed", resume="latest", **common))
+
+    steps = [r["step"] for r in read_log(tmp_path / "killed") if "loss" in r]
+    assert steps == list(range(1, 17))
+    assert losses(tmp_path / "killed") == losses(tmp_path / "straight")
+    starts = [r for r in read_log(tmp_path / "killed") if r.get("event") == "start"]
+    assert [s["step"] for s in starts] == [0, 10] and starts[1]["dropped_records"] == 4
+
+
 def test_grad_accum_splits_the_same_global_batch(tmp_path, no_dropout_dir, tiny_squad_file):
     train(config(tmp_path, no_dropout_dir, tiny_squad_file, out="one"))
     train(config(tmp_path, no_dropout_dir, tiny_squad_file, out="two", grad_accum=2))

@@ -53,6 +53,8 @@ from .models import (
     update_meta,
 )
 from .train import (
+    LOG_FILE,
+    RunLog,
     TrainData,
     batch_order,
     build_optimizer,
@@ -988,18 +990,6 @@ def _bar(items, desc: str, enabled: bool):
     return tqdm(items, desc=desc, unit="batch")
 
 
-class _Log:
-    """Appends one JSON line per logged step to ``log.jsonl``."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-
-    def __call__(self, **record) -> None:
-        if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
-
 def _drain(pending: list, losses: list[float], stage: int, first_step: int) -> None:
     """Moves per-step device losses into ``losses`` in one transfer; refuses a non-finite one.
 
@@ -1422,10 +1412,10 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
         stage2_data = stage1_data if same else load_data(cfg.train, tokenizer, window, cfg.cache_dir, progress)
     # Only now, with models and data loaded, is ``out`` touched: bad input leaves an earlier run intact.
     if cfg.overwrite and out.is_dir():
-        for name in ("log.jsonl", META_FILE):
+        for name in (LOG_FILE, META_FILE):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    log = _Log(out / "log.jsonl")
+    log = RunLog(out / LOG_FILE)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     recipe = asdict(cfg)
     summary: dict = {

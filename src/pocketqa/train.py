@@ -878,7 +878,8 @@ def train(config: TrainConfig) -> dict:
             net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         forward = torch.compile(net) if config.compile else net
 
-        log = _Logger(out / LOG_FILE if is_main else None)
+        log = RunLog(out / LOG_FILE if is_main else None)
+        dropped = log.forget_after(step) if resume_from is not None else 0
         if is_main:
             print(
                 f"pocketqa train: {data.n_examples} examples -> {len(data)} windows "
@@ -889,7 +890,8 @@ def train(config: TrainConfig) -> dict:
                 file=sys.stderr,
             )
             log.write({"event": "start", "step": step, "total_steps": total_steps, "world_size": world,
-                       "precision": precision, "resumed_from": str(resume_from) if resume_from else None})
+                       "precision": precision, "resumed_from": str(resume_from) if resume_from else None,
+                       **({"dropped_records": dropped} if dropped else {})})
         bar = _progress(total_steps, step, enabled=is_main)
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         steps_since_log, windows_since_log, last_log = 0, 0, time.perf_counter()
@@ -1154,8 +1156,8 @@ def _evaluate_logged(model, tokenizer, window, examples, features, device, autoc
     return scores
 
 
-class _Logger:
-    """Appends JSON lines to log.jsonl (rank 0 only; other ranks pass path=None)."""
+class RunLog:
+    """Appends timed JSON lines to log.jsonl (rank 0 only; other ranks pass path=None); distill logs here too."""
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -1165,6 +1167,34 @@ class _Logger:
             return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
+
+    def __call__(self, **record) -> None:
+        self.write(record)
+
+    def forget_after(self, step: int) -> int:
+        """Drops the records of steps after ``step``, which a resumed run trains again.
+
+        A run killed between checkpoints logged steps that the resumed run repeats from the
+        checkpoint; left in, every such step would appear twice. Rewritten atomically.
+        Returns how many records were dropped.
+        """
+        if self.path is None or not self.path.is_file():
+            return 0
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and _logged_step(line) <= step]
+        if len(kept) < len(lines):
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+        return len(lines) - len(kept)
+
+
+def _logged_step(line: str) -> float:
+    """The step of one log.jsonl line; a line cut off by a kill counts as after every step."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return math.inf
 
 
 def _progress(total: int, initial: int, enabled: bool):
