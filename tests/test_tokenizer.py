@@ -58,15 +58,18 @@ def reference_features(tokenizer, exs, window: WindowConfig):
                     return_token_type_ids=wants_types, padding=False)
     offsets = [[tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][i], enc.sequence_ids(i))]
                for i in range(len(enc["input_ids"]))]
-    return enc["input_ids"], enc["token_type_ids"] if wants_types else None, offsets, list(enc["overflow_to_sample_mapping"])
+    word_ids = [enc.word_ids(i) for i in range(len(enc["input_ids"]))]
+    return (enc["input_ids"], enc["token_type_ids"] if wants_types else None, offsets,
+            list(enc["overflow_to_sample_mapping"]), word_ids)
 
 
 def assert_same_windows(features, reference):
-    ids, types, offsets, samples = reference
+    ids, types, offsets, samples, word_ids = reference
     assert features.input_ids == ids
     assert features.token_type_ids == types
     assert features.offsets == offsets
     assert features.example_index.tolist() == samples
+    assert features.word_ids in (None, word_ids)  # word ids only when asked for
 
 
 @pytest.mark.parametrize("build", [build_tokenizer, build_bpe_tokenizer], ids=["wordpiece", "byte-level-bpe"])
@@ -76,11 +79,13 @@ def test_windows_equal_the_transformers_tokenizer_call(build, tmp_path):
     reference = reference_features(tokenizer, exs, WINDOW)
     assert max(reference[3]) == len(exs) - 1 and len(reference[3]) > len(exs) + 3  # long contexts overflow
     assert_same_windows(make_features(exs, tokenizer, WINDOW), reference)
+    assert_same_windows(make_features(exs, tokenizer, WINDOW, word_ids=True), reference)
     # the same tokenizer saved and loaded without transformers
     tokenizer.save_pretrained(tmp_path)
     lite = WindowTokenizer.from_dir(tmp_path, model_input_names=tokenizer.model_input_names)
     assert (lite.cls_token_id, lite.pad_token_id) == (tokenizer.cls_token_id, tokenizer.pad_token_id)
-    features = make_features(exs, lite, WINDOW)
+    features = make_features(exs, lite, WINDOW, word_ids=True)
+    assert features.word_ids is not None
     assert_same_windows(features, reference)
     first_ids = [ids[c] for ids, c in zip(features.input_ids, features.cls_index)]
     assert set(first_ids) == {tokenizer.cls_token_id}
@@ -103,7 +108,7 @@ def test_real_dev_questions_with_the_bundled_tokenizer(shared_dev):
     exs = load_squad(shared_dev)[:400]
     window = WindowConfig()
     reference = reference_features(AutoTokenizer.from_pretrained(model_dir), exs, window)
-    assert_same_windows(make_features(exs, WindowTokenizer.from_dir(model_dir), window), reference)
+    assert_same_windows(make_features(exs, WindowTokenizer.from_dir(model_dir), window, word_ids=True), reference)
 
 
 def test_errors_name_the_file_and_the_problem(tmp_path):

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .decode import Decoded, check_scoring, decode_features
+from .decode import Decoded, check_align_to_words, check_scoring, decode_features
 from .errors import PocketQAError
 from .features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
 from .models import load_qa_model, load_tokenizer, read_meta, resolve_model
@@ -121,6 +121,7 @@ class QuestionAnswerer:
         name: str = "",
         meta: dict | None = None,
         scoring: str = "logits",
+        align_to_words: bool = False,
     ):
         _check_settings(threshold=threshold, n_best=n_best, max_answer_length=max_answer_length, batch_size=batch_size)
         self.backend = backend
@@ -133,6 +134,7 @@ class QuestionAnswerer:
         self.name = name
         self.meta = meta or {}
         self.scoring = check_scoring(scoring)
+        self.align_to_words = check_align_to_words(scoring, align_to_words)
         self.overlap: bool | None = None  # None: overlap windowing/decoding with the model on CUDA
 
     @classmethod
@@ -145,6 +147,7 @@ class QuestionAnswerer:
         batch_size: int | None = None,
         scoring: str = "logits",
         n_best: int = 20,
+        align_to_words: bool = False,
         **window,
     ) -> QuestionAnswerer:
         """Loads a model directory, hub id, pip model or (None) the bundled default model.
@@ -166,9 +169,11 @@ class QuestionAnswerer:
                 transformers' removed QA pipeline; see decode.py).
             n_best: Candidates kept (per window and in all); with scoring="pipeline",
                 n_best=1 gives the pipeline's top_k=1 answers.
+            align_to_words: Widen answers to whole words, as the pipeline's default
+                ``align_to_words=True``; only with scoring="pipeline".
             **window: max_seq_length / doc_stride / max_query_length overrides.
         """
-        check_scoring(scoring)  # before the slow model load
+        check_align_to_words(check_scoring(scoring), align_to_words)  # before the slow model load
         _check_settings(threshold=threshold, n_best=n_best, batch_size=batch_size, threads=threads)
         path = resolve_model(name_or_path)
         meta = read_meta(path) if Path(path).is_dir() else {}
@@ -201,6 +206,7 @@ class QuestionAnswerer:
             meta=meta,
             scoring=scoring,
             n_best=n_best,
+            align_to_words=align_to_words,
         )
 
     # -- core -------------------------------------------------------------------------
@@ -247,7 +253,7 @@ class QuestionAnswerer:
             return []
         if self.overlaps() and len(examples) > OVERLAP_CHUNK:
             return self._decode_overlapped(examples, progress)
-        features = make_features(examples, self.tokenizer, self.window)
+        features = make_features(examples, self.tokenizer, self.window, word_ids=self.align_to_words)
         starts, ends = self.logits(features, progress=progress)
         return self._decode(examples, features, starts, ends)
 
@@ -261,7 +267,7 @@ class QuestionAnswerer:
     def _decode(self, examples, features, starts, ends) -> list[Decoded]:
         return decode_features(
             examples, features, starts, ends, n_best=self.n_best, max_answer_length=self.max_answer_length,
-            scoring=self.scoring,
+            scoring=self.scoring, align_to_words=self.align_to_words,
         )
 
     def _decode_overlapped(self, examples: Sequence[Example], progress: bool) -> list[Decoded]:
@@ -277,12 +283,13 @@ class QuestionAnswerer:
         # chunk i - 1, while this thread runs chunk i (CUDA and the Rust tokenizer release
         # the GIL while they work).
         with ThreadPoolExecutor(1, thread_name_prefix="pocketqa-cpu") as helper:
-            windowing = helper.submit(make_features, chunks[0], self.tokenizer, self.window)
+            windowing = helper.submit(make_features, chunks[0], self.tokenizer, self.window, word_ids=self.align_to_words)
             decoding = []
             for i, chunk in enumerate(chunks):
                 features = windowing.result()
                 if i + 1 < len(chunks):
-                    windowing = helper.submit(make_features, chunks[i + 1], self.tokenizer, self.window)
+                    windowing = helper.submit(make_features, chunks[i + 1], self.tokenizer, self.window,
+                                              word_ids=self.align_to_words)
                 starts, ends = self.logits(features)
                 decoding.append(helper.submit(self._decode, chunk, features, starts, ends))
                 if bar is not None:

@@ -82,6 +82,9 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scoring", choices=("logits", "pipeline"), default="logits",
                    help="how spans and the null answer are scored: logits (utils_qa, default) or pipeline "
                         "(as transformers' removed QA pipeline: per-window probabilities)")
+    p.add_argument("--align-to-words", action="store_true",
+                   help="widen answers to whole words, the QA pipeline's default word widening "
+                        "(only with --scoring pipeline)")
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -112,6 +115,7 @@ def _load_answerer(args, threshold=None):
         threshold=threshold,
         batch_size=args.batch_size,
         scoring=getattr(args, "scoring", "logits"),
+        align_to_words=getattr(args, "align_to_words", False),
         **_window_kwargs(args),
     )
 
@@ -282,6 +286,7 @@ def cmd_serve(args) -> int:
         limits=limits,
         log_level=args.log_level,
         scoring=args.scoring,
+        align_to_words=args.align_to_words,
         **_window_kwargs(args),
     )
     return 0

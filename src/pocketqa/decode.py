@@ -19,9 +19,16 @@ for users who want the answers their pipeline code gave:
 
 - per window, softmax over the context tokens and CLS, separately for start and end;
   span score = p_start(i) * p_end(j), CLS excluded; the ``n_best`` best spans per window
-  (the pipeline keeps ``top_k``: n_best=1 reproduces its default top_k=1 with
-  ``align_to_words=False``; its default True widens spans to whole words, not done here);
-- spans with the same text (case-insensitive) in several windows add up their scores;
+  (the pipeline keeps ``top_k``: n_best=1 reproduces its default top_k=1);
+- with ``align_to_words=True`` (the pipeline's default; ours is False, as utils_qa) the
+  ``2 * n_best + 10`` best spans per window are kept instead (as the pipeline: widening
+  merges some), and each is widened to whole words: from the start of its first token's
+  word to the end of its last token's word, words being the tokenizer's pre-tokenizer
+  words as seen in that window (a word cut by the window edge widens only to its part
+  inside);
+- spans with the same text (case-insensitive) in several windows add up their scores
+  (after widening, as the pipeline maps each span to characters before it looks the text
+  up: two sub-word spans of one word count as one answer);
 - null score = min over windows of p_start(CLS) * p_end(CLS); null_odds =
   log(null score / best span score), so threshold 0 is the pipeline's own rule (the null
   answer wins when its probability is higher than the best span's).
@@ -87,6 +94,18 @@ def check_scoring(scoring: str) -> str:
     return scoring
 
 
+def check_align_to_words(scoring: str, align_to_words: bool) -> bool:
+    """Returns ``align_to_words`` if it is a bool usable with ``scoring``, else raises PocketQAError."""
+    if not isinstance(align_to_words, bool):
+        raise PocketQAError(f"align_to_words must be True or False, found {align_to_words!r}")
+    if align_to_words and scoring != "pipeline":
+        raise PocketQAError(
+            f"align_to_words (--align-to-words) needs scoring='pipeline' (--scoring pipeline), found {scoring!r}: "
+            "it is the QA pipeline's word widening; utils_qa's rule never widens"
+        )
+    return align_to_words
+
+
 def _context_mask(offsets: Sequence) -> np.ndarray:
     """True where a token lies in the context (its offsets are not None)."""
     n = len(offsets)
@@ -117,6 +136,8 @@ def decode_example(
     n_best: int = 20,
     max_answer_length: int = 30,
     scoring: str = "logits",
+    word_ids: Sequence[Sequence[int | None]] | None = None,
+    align_to_words: bool = False,
 ) -> Decoded:
     """Decodes one question from the logits of all its windows.
 
@@ -130,9 +151,16 @@ def decode_example(
         n_best: Candidates kept per window per side, and in the final list.
         max_answer_length: Longest answer in tokens.
         scoring: "logits" (utils_qa, the default) or "pipeline" (see the module docstring).
+        word_ids: Per window, per token: its word id (``Features.word_ids``); needed by
+            align_to_words.
+        align_to_words: Widen spans to whole words, as the QA pipeline's default; only
+            with scoring="pipeline".
     """
-    if check_scoring(scoring) == "pipeline":
-        return _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_best, max_answer_length)
+    if check_align_to_words(check_scoring(scoring), align_to_words) and word_ids is None:
+        raise PocketQAError("align_to_words needs the windows' word ids (make_features(..., word_ids=True))")
+    if scoring == "pipeline":
+        words = word_ids if align_to_words else None
+        return _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_best, max_answer_length, words)
     null_score = math.inf
     # Candidates as arrays in utils_qa's order (window, then top starts, then top ends), so
     # that a stable sort breaks score ties as its Python sort does; text is looked up only
@@ -188,10 +216,28 @@ def _window_probabilities(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray
     return p / p.sum()
 
 
-def _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_best, max_answer_length) -> Decoded:
+def _word_chars(offs: Sequence, words: Sequence, start: int, end: int) -> tuple[int, int]:
+    """Characters of tokens start..end widened to whole words within one window.
+
+    As the pipeline's ``get_indices``: ``Encoding.word_to_chars`` of the start and end
+    tokens' words, which sees only this window's context tokens; a token without a word
+    falls back to the token offsets of both ends, as its ``except`` does.
+    """
+    w_start, w_end = words[start], words[end]
+    if w_start is None or w_end is None:
+        return offs[start][0], offs[end][1]
+    while start > 0 and offs[start - 1] is not None and words[start - 1] == w_start:
+        start -= 1
+    while end + 1 < len(offs) and offs[end + 1] is not None and words[end + 1] == w_end:
+        end += 1
+    return offs[start][0], offs[end][1]
+
+
+def _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_best, max_answer_length,
+                     word_ids=None) -> Decoded:
     null_prob = math.inf
     by_text: dict[str, list] = {}  # lower-cased text -> [score, char_start, char_end], first seen kept
-    for s_log, e_log, offs, cls in zip(start_logits, end_logits, offsets, cls_index):
+    for w, (s_log, e_log, offs, cls) in enumerate(zip(start_logits, end_logits, offsets, cls_index)):
         n = len(offs)
         is_ctx = np.fromiter((o is not None for o in offs), dtype=bool, count=n)
         allowed = is_ctx.copy()
@@ -211,7 +257,8 @@ def _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_be
         valid = end_at < stop[:, None]
         end_at = np.minimum(end_at, m - 1)
         scores = np.where(valid, p_start[ctx][:, None] * p_end[ctx][end_at], -1.0).ravel()
-        k = min(n_best, int(valid.sum()))
+        # Widening merges some candidates, so the pipeline then keeps 2 * top_k + 10 per window.
+        k = min(n_best if word_ids is None else 2 * n_best + 10, int(valid.sum()))
         if k == 1:
             top = np.array([np.argmax(scores)])  # the first best, as the pipeline's argmax
         else:
@@ -219,7 +266,11 @@ def _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_be
             top = top[np.argsort(-scores[top], kind="stable")]
         for flat in top.tolist():
             a, d = divmod(flat, width)
-            start, end = offs[ctx[a]][0], offs[ctx[a + d]][1]
+            if word_ids is None:
+                start, end = offs[ctx[a]][0], offs[ctx[a + d]][1]
+            else:
+                start, end = _word_chars(offs, word_ids[w], int(ctx[a]), int(ctx[a + d]))
+            # Widened before the same-text lookup, as the pipeline's postprocess (get_indices, then get_answer).
             key = context[start:end].lower()
             if key in by_text:
                 by_text[key][0] += float(scores[flat])
@@ -246,8 +297,15 @@ def decode_features(
     n_best: int = 20,
     max_answer_length: int = 30,
     scoring: str = "logits",
+    align_to_words: bool = False,
 ) -> list[Decoded]:
-    """Decodes every example from the logits of its windows (rows aligned with ``features``)."""
+    """Decodes every example from the logits of its windows (rows aligned with ``features``).
+
+    ``align_to_words`` (scoring="pipeline" only) needs features made with ``word_ids=True``.
+    """
+    if check_align_to_words(check_scoring(scoring), align_to_words) and features.word_ids is None:
+        raise PocketQAError("align_to_words needs features made with make_features(..., word_ids=True)")
+    words = features.word_ids if align_to_words else None
     by_example: list[list[int]] = [[] for _ in examples]
     for w, ex_idx in enumerate(features.example_index.tolist()):
         by_example[ex_idx].append(w)
@@ -263,6 +321,8 @@ def decode_features(
                 n_best=n_best,
                 max_answer_length=max_answer_length,
                 scoring=scoring,
+                word_ids=[words[w] for w in windows] if words is not None else None,
+                align_to_words=align_to_words,
             )
         )
     return out

@@ -6,7 +6,8 @@ template). Consecutive windows overlap by ``doc_stride`` tokens, as in transform
 run_qa.py (the tokenizer's ``stride``); the question is cut to ``max_query_length``
 tokens first. For every window we keep, per token, the character span it covers in the
 context (``None`` for question, special and padding tokens), so spans decode back to
-exact context substrings.
+exact context substrings. On request we also keep each token's word id (the tokenizer's
+pre-tokenizer words), which the QA pipeline's word widening needs (decode.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Features:
         cls_index: Position of the CLS token (the "no answer" position) in each window.
         start_positions / end_positions: Training labels (token positions; cls_index when
             the answer is absent or outside the window), or None when not requested.
+        word_ids: Per window, per token: the index of the tokenizer's word it belongs to
+            (``Encoding.word_ids``; None for special tokens), or None when not requested.
     """
 
     input_ids: list[list[int]]
@@ -76,6 +79,7 @@ class Features:
     cls_index: np.ndarray
     start_positions: np.ndarray | None = None
     end_positions: np.ndarray | None = None
+    word_ids: list[list[int | None]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -134,6 +138,7 @@ def make_features(
     tokenizer,
     config: WindowConfig = WindowConfig(),
     labels: bool = False,
+    word_ids: bool = False,
 ) -> Features:
     """Cuts examples into overlapping question-first windows with a fast tokenizer.
 
@@ -142,6 +147,8 @@ def make_features(
         tokenizer: A transformers fast (Rust-backed) tokenizer, or a WindowTokenizer.
         config: Window sizes.
         labels: Also compute training labels (start/end token positions).
+        word_ids: Also keep each token's word id (for ``align_to_words`` decoding; off by
+            default as nothing else reads them).
 
     Returns:
         Features with one row per window, windows of an example contiguous and in order.
@@ -158,6 +165,7 @@ def make_features(
     cls_index: list[int] = []
     starts: list[int] = []
     ends: list[int] = []
+    words: list[list[int | None]] = []
     for ex_idx, windows in enumerate(tok.encode(pairs, max_length=config.max_seq_length, stride=config.doc_stride)):
         for enc in windows:
             ids = enc.ids
@@ -169,6 +177,8 @@ def make_features(
             all_offsets.append(offsets)
             sample_map.append(ex_idx)
             cls_index.append(cls)
+            if word_ids:
+                words.append(enc.word_ids)
             if labels:
                 start, end = _label(examples[ex_idx], offsets, cls)
                 starts.append(start)
@@ -181,6 +191,7 @@ def make_features(
         cls_index=np.asarray(cls_index, dtype=np.int64),
         start_positions=np.asarray(starts, dtype=np.int64) if labels else None,
         end_positions=np.asarray(ends, dtype=np.int64) if labels else None,
+        word_ids=words if word_ids else None,
     )
 
 
