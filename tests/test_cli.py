@@ -22,6 +22,19 @@ def test_ask_prints_answer_span(tiny_bert_dir, capsys):
     assert ctx[out["start"] : out["end"]] == out["answer"] != ""
 
 
+def test_ask_n_best_and_max_answer_length(tiny_bert_dir, capsys):
+    # The QA pipeline's max_answer_len and top_k=1 (n_best 1) reach the CLI, not only Python.
+    ctx = "Paris is the capital of France and home to the Louvre, the Seine and many old bridges."
+    base = ["ask", "--model", str(tiny_bert_dir), "--device", "cpu", "-q", "What?", "-c", ctx, "--json", "--no-abstain"]
+    for length in (1, 2, 30):
+        assert main([*base, "--top-k", "20", "--max-answer-length", str(length)]) == 0
+        answers = json.loads(capsys.readouterr().out)
+        longest = max(len(a["answer"].split()) for a in answers)
+        assert longest <= length if length < 30 else longest > 2
+    assert main([*base, "--top-k", "5", "--n-best", "2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
 def test_ask_context_file_and_abstention(tiny_bert_dir, tmp_path, capsys):
     f = tmp_path / "ctx.txt"
     f.write_text("Paris is the capital of France.", encoding="utf-8")
@@ -145,6 +158,8 @@ def _fail(argv, capsys, *needles):
         (["--threads", "-2"], "--threads: must be >= 1"),
         (["--threshold", "nan"], "--threshold: must be a finite number"),
         (["--device", "gpu"], "--device: expected cpu, cuda"),
+        (["--n-best", "0"], "--n-best: must be >= 1"),
+        (["--max-answer-length", "-1"], "--max-answer-length: must be >= 1"),
     ],
 )
 def test_bad_flag_values_are_refused_by_the_parser(tiny_bert_dir, flags, needle, capsys):
@@ -284,3 +299,5 @@ def test_api_refuses_bad_batch_size_threads_and_device(tiny_bert_dir):
                            ({"device": "gpu"}, "device 'gpu'")):
         with pytest.raises(PocketQAError, match=needle):
             QuestionAnswerer.from_pretrained(tiny_bert_dir, **kwargs)
+    with pytest.raises(PocketQAError, match="max_answer_length must be"):  # before looking for the model
+        QuestionAnswerer.from_pretrained("/no/such/model", max_answer_length=0)

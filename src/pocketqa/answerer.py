@@ -148,6 +148,7 @@ class QuestionAnswerer:
         scoring: str = "logits",
         n_best: int = 20,
         align_to_words: bool = False,
+        max_answer_length: int = 30,
         **window,
     ) -> QuestionAnswerer:
         """Loads a model directory, hub id, pip model or (None) the bundled default model.
@@ -171,10 +172,13 @@ class QuestionAnswerer:
                 n_best=1 gives the pipeline's top_k=1 answers.
             align_to_words: Widen answers to whole words, as the pipeline's default
                 ``align_to_words=True``; only with scoring="pipeline".
+            max_answer_length: Longest answer in tokens (utils_qa's 30; the pipeline's
+                default max_answer_len was 15).
             **window: max_seq_length / doc_stride / max_query_length overrides.
         """
         check_align_to_words(check_scoring(scoring), align_to_words)  # before the slow model load
-        _check_settings(threshold=threshold, n_best=n_best, batch_size=batch_size, threads=threads)
+        _check_settings(threshold=threshold, n_best=n_best, max_answer_length=max_answer_length, batch_size=batch_size,
+                        threads=threads)
         path = resolve_model(name_or_path)
         meta = read_meta(path) if Path(path).is_dir() else {}
         window_config = WindowConfig(**{**_meta_window(path, meta), **window})
@@ -207,6 +211,7 @@ class QuestionAnswerer:
             scoring=scoring,
             n_best=n_best,
             align_to_words=align_to_words,
+            max_answer_length=max_answer_length,
         )
 
     # -- core -------------------------------------------------------------------------

@@ -85,6 +85,11 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align-to-words", action="store_true",
                    help="widen answers to whole words, the QA pipeline's default word widening "
                         "(only with --scoring pipeline)")
+    p.add_argument("--n-best", type=_positive_int, default=None,
+                   help="candidate spans kept per window and in all (default 20; 1 with --scoring pipeline "
+                        "gives the QA pipeline's top_k=1 answers)")
+    p.add_argument("--max-answer-length", type=_positive_int, default=None,
+                   help="longest answer in tokens (default 30, as utils_qa; the QA pipeline's default was 15)")
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -114,10 +119,16 @@ def _load_answerer(args, threshold=None):
         threads=args.threads,
         threshold=threshold,
         batch_size=args.batch_size,
-        scoring=getattr(args, "scoring", "logits"),
-        align_to_words=getattr(args, "align_to_words", False),
+        **_decoding_kwargs(args),
         **_window_kwargs(args),
     )
+
+
+def _decoding_kwargs(args) -> dict:
+    """How spans are scored and chosen (``_model_arg``'s flags), for QuestionAnswerer.from_pretrained."""
+    given = {"n_best": args.n_best, "max_answer_length": args.max_answer_length}
+    return {"scoring": args.scoring, "align_to_words": args.align_to_words,
+            **{k: v for k, v in given.items() if v is not None}}
 
 
 # -- ask ------------------------------------------------------------------------------
@@ -285,8 +296,7 @@ def cmd_serve(args) -> int:
         batch_size=args.batch_size,
         limits=limits,
         log_level=args.log_level,
-        scoring=args.scoring,
-        align_to_words=args.align_to_words,
+        **_decoding_kwargs(args),
         **_window_kwargs(args),
     )
     return 0

@@ -603,6 +603,8 @@ def serve(
     log_level: str = "info",
     scoring: str = "logits",
     align_to_words: bool = False,
+    n_best: int = 20,
+    max_answer_length: int = 30,
     **window,
 ) -> None:
     """Loads a model and serves it with uvicorn until interrupted (``pocketqa serve``).
@@ -622,7 +624,8 @@ def serve(
     check_can_listen(host, port)
     path = resolve_model(model)
     qa = QuestionAnswerer.from_pretrained(path, device=device, threads=threads, batch_size=batch_size,
-                                          scoring=scoring, align_to_words=align_to_words, **window)
+                                          scoring=scoring, align_to_words=align_to_words, n_best=n_best,
+                                          max_answer_length=max_answer_length, **window)
     app = create_app(qa, api_key=api_key, limits=limits, max_batch=max_batch, max_wait_ms=max_wait_ms, model_dir=path)
     auth = "on (X-API-Key)" if api_key else "off"
     print(f"serving {qa.name} on http://{host}:{port}  (docs: /docs, API key: {auth}, max batch {max_batch})", flush=True)
