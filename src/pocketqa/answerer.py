@@ -258,7 +258,7 @@ class QuestionAnswerer:
             return []
         if self.overlaps() and len(examples) > OVERLAP_CHUNK:
             return self._decode_overlapped(examples, progress)
-        features = make_features(examples, self.tokenizer, self.window, word_ids=self.align_to_words)
+        features = self._windows(examples)
         starts, ends = self.logits(features, progress=progress)
         return self._decode(examples, features, starts, ends)
 
@@ -268,6 +268,9 @@ class QuestionAnswerer:
             return self.overlap
         device = getattr(self.backend, "device", None)
         return getattr(device, "type", "cpu") == "cuda"
+
+    def _windows(self, examples: Sequence[Example]) -> Features:
+        return make_features(examples, self.tokenizer, self.window, word_ids=self.align_to_words)
 
     def _decode(self, examples, features, starts, ends) -> list[Decoded]:
         return decode_features(
@@ -288,13 +291,12 @@ class QuestionAnswerer:
         # chunk i - 1, while this thread runs chunk i (CUDA and the Rust tokenizer release
         # the GIL while they work).
         with ThreadPoolExecutor(1, thread_name_prefix="pocketqa-cpu") as helper:
-            windowing = helper.submit(make_features, chunks[0], self.tokenizer, self.window, word_ids=self.align_to_words)
+            windowing = helper.submit(self._windows, chunks[0])
             decoding = []
             for i, chunk in enumerate(chunks):
                 features = windowing.result()
                 if i + 1 < len(chunks):
-                    windowing = helper.submit(make_features, chunks[i + 1], self.tokenizer, self.window,
-                                              word_ids=self.align_to_words)
+                    windowing = helper.submit(self._windows, chunks[i + 1])
                 starts, ends = self.logits(features)
                 decoding.append(helper.submit(self._decode, chunk, features, starts, ends))
                 if bar is not None:
