@@ -69,6 +69,7 @@ def test_evaluate_model_saves_calibrated_threshold(tmp_path, tiny_bert_dir, tiny
     scores = json.loads(out.read_text())
     meta = read_meta(model)
     assert meta["threshold"] == scores["best_f1_thresh"]
+    assert (meta["calibration"]["n_best"], meta["calibration"]["max_answer_length"]) == (20, 30)
     assert "HasAns" in capsys.readouterr().out
     # re-running at the stored threshold gives the best F1 as plain F1
     rc = main(["evaluate", "--model", str(model), "--device", "cpu", "--data", str(tiny_squad_file), "--out", str(out)])

@@ -116,3 +116,9 @@ def test_calibrated_threshold_is_kept_per_scoring(tiny_bert_dir, tiny_squad_file
     assert "pipeline_threshold" in meta and "threshold" not in meta
     assert QuestionAnswerer.from_pretrained(model, scoring="pipeline").threshold == meta["pipeline_threshold"]
     assert QuestionAnswerer.from_pretrained(model).threshold == 0.0
+    assert "align_to_words" not in meta["pipeline_calibration"]
+    # a calibration with word widening says so, next to the settings it was found with
+    assert main(["evaluate", "--model", str(model), "--device", "cpu", "--data", str(tiny_squad_file),
+                 "--scoring", "pipeline", "--align-to-words", "--n-best", "1", "--save-threshold"]) == 0
+    calibration = json.loads((model / "pocketqa.json").read_text())["pipeline_calibration"]
+    assert (calibration["align_to_words"], calibration["n_best"], calibration["max_answer_length"]) == (True, 1, 30)

@@ -126,7 +126,10 @@ def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = Fals
             raise PocketQAError(f"--save-threshold needs a local model directory, got {model_arg!r}")
         from .answerer import threshold_key
 
-        calibration = {"data": str(data_path), "best_f1": scores["best_f1"], "best_exact": scores["best_exact"]}
+        # The decoding settings the threshold was found with: null odds depend on them.
+        calibration = {"data": str(data_path), "best_f1": scores["best_f1"], "best_exact": scores["best_exact"],
+                       "n_best": qa.n_best, "max_answer_length": qa.max_answer_length,
+                       **({"align_to_words": True} if qa.align_to_words else {})}
         update_meta(model_dir, **{threshold_key(qa.scoring): scores["best_f1_thresh"],
                                   threshold_key(qa.scoring, "calibration"): calibration})
         scores["saved_threshold"] = scores["best_f1_thresh"]
