@@ -228,6 +228,8 @@ def test_align_to_words_needs_pipeline_scoring(tiny_bert_dir, tiny_tokenizer, ca
         QuestionAnswerer(object(), tiny_tokenizer, align_to_words=True)
     with pytest.raises(PocketQAError, match="needs scoring='pipeline'"):  # before looking for the model
         QuestionAnswerer.from_pretrained("/no/such/model", align_to_words=True)
+    with pytest.raises(PocketQAError, match="align_to_words must be True or False, found 'yes'"):
+        QuestionAnswerer.from_pretrained("/no/such/model", scoring="pipeline", align_to_words="yes")
     with pytest.raises(PocketQAError, match="needs scoring='pipeline'"):
         decode_example("abc", [np.zeros(3)], [np.zeros(3)], [[None, (0, 3), None]], [0], align_to_words=True,
                        word_ids=[[None, 0, None]])
