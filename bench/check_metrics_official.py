@@ -1,4 +1,4 @@
-"""Compares pocketqa.metrics.squad_v2_eval with the official SQuAD 2.0 evaluate-v2.0.py.
+"""Compares pocketqa.evaluation.metrics.squad_v2_eval with the official SQuAD 2.0 evaluate-v2.0.py.
 
 Builds a deterministic mixed prediction file on a SQuAD 2.0 JSON file (each question gets,
 at random with a fixed seed: a gold answer, a gold answer with extra words, punctuation or
@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pocketqa.metrics import squad_v2_eval
+from pocketqa.evaluation.metrics import squad_v2_eval
 
 TOLERANCE = 1e-9
 

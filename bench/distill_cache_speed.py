@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from pocketqa.distill import (  # noqa: E402
+from pocketqa.recipes.distill import (  # noqa: E402
     answer_mask,
     build_student,
     cache_key_parts,
@@ -39,11 +39,11 @@ from pocketqa.distill import (  # noqa: E402
     model_fingerprint,
     teacher_logits,
 )
-from pocketqa.features import WindowConfig  # noqa: E402
-from pocketqa.losses import masked_kl_div, span_loss  # noqa: E402
+from pocketqa.data.features import WindowConfig  # noqa: E402
+from pocketqa.training.losses import masked_kl_div, span_loss  # noqa: E402
 from pocketqa.models import load_qa_model, load_tokenizer  # noqa: E402
-from pocketqa.squad import load_squad, write_squad  # noqa: E402
-from pocketqa.train import batch_order, build_optimizer, collate  # noqa: E402
+from pocketqa.data.squad import load_squad, write_squad  # noqa: E402
+from pocketqa.recipes.finetune import batch_order, build_optimizer, collate  # noqa: E402
 
 
 def find_data() -> Path:

@@ -53,8 +53,8 @@ def make_answerer(model_dir: Path, device: str, dtype: str, batch_size: int):
     """A QuestionAnswerer whose PyTorch model holds its weights in ``dtype`` (logits come back as fp32)."""
     import torch
 
-    from pocketqa.answerer import QuestionAnswerer, TorchBackend
-    from pocketqa.features import WindowConfig
+    from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend
+    from pocketqa.data.features import WindowConfig
     from pocketqa.models import load_qa_model, load_tokenizer
 
     model = load_qa_model(str(model_dir), device=device, dtype=getattr(torch, DTYPES[dtype]))

@@ -97,7 +97,7 @@ def load_questions(path: str | os.PathLike, n: int, sample_seed: int | None = No
     """The first ``n`` questions of a SQuAD file, or a seeded sample of ``n`` of them."""
     import random
 
-    from pocketqa.squad import load_squad
+    from pocketqa.data.squad import load_squad
 
     examples = load_squad(path)
     if sample_seed is not None:
@@ -194,7 +194,7 @@ def _cuda_sync(qa):
 
 def explain_mismatches(qa, examples, ours: dict, theirs: dict, their_scores: dict) -> list[dict]:
     """Why answers differ: window count and how close pocketqa's decision was."""
-    from pocketqa.features import make_features
+    from pocketqa.data.features import make_features
 
     diff = [ex for ex in examples if ours[ex.id] != theirs[ex.id]]
     if not diff:
@@ -309,8 +309,8 @@ def environment() -> dict:
 
 def onnx_answerers(model_dir: Path, root: Path, threads: int) -> tuple[dict, dict]:
     """Exports ``model_dir`` to ONNX fp32 and int8 under ``root``; returns answerers and sizes in MB."""
-    from pocketqa.answerer import QuestionAnswerer
-    from pocketqa.export import export_model
+    from pocketqa.inference.answerer import QuestionAnswerer
+    from pocketqa.export.exporter import export_model
 
     answerers, sizes = {}, {}
     for runtime, int8 in (("onnx_fp32", False), ("onnx_int8", True)):
@@ -412,7 +412,7 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(REPO / "src"))
     import torch
 
-    from pocketqa.answerer import QuestionAnswerer
+    from pocketqa.inference.answerer import QuestionAnswerer
     from pocketqa.models import resolve_model
 
     torch.set_num_threads(args.threads)

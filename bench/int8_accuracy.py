@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from pocketqa.answerer import QuestionAnswerer
-from pocketqa.evaluation import score_decoded
-from pocketqa.export import FP32_FILE, INT8_KEEP_HEAD_FP32, INT8_PER_CHANNEL, INT8_REDUCE_RANGE, export_model
-from pocketqa.squad import load_squad
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.evaluation.scoring import score_decoded
+from pocketqa.export.exporter import FP32_FILE, INT8_KEEP_HEAD_FP32, INT8_PER_CHANNEL, INT8_REDUCE_RANGE, export_model
+from pocketqa.data.squad import load_squad
 
 
 def evaluate(qa, examples, reference_answers=None) -> dict:

@@ -42,7 +42,7 @@ def build_graphs(name: str, root: Path) -> dict[str, Path]:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from transformers import BertConfig, BertForQuestionAnswering
 
-    from pocketqa.export import DEFAULT_OPSET, SLOW_CPU_FUSIONS, export_graph
+    from pocketqa.export.exporter import DEFAULT_OPSET, SLOW_CPU_FUSIONS, export_graph
 
     hidden, layers, heads, intermediate = SHAPES[name]
     torch.manual_seed(0)
@@ -70,7 +70,7 @@ def build_graphs(name: str, root: Path) -> dict[str, Path]:
 def main() -> None:
     import onnxruntime as ort
 
-    from pocketqa.export import SLOW_CPU_FUSIONS
+    from pocketqa.export.exporter import SLOW_CPU_FUSIONS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="minilm-L6,bert-6L-768")

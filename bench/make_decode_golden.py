@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import CONTEXTS, build_tokenizer  # noqa: E402
 
-from pocketqa.features import Features, WindowConfig, make_features  # noqa: E402
-from pocketqa.squad import Example  # noqa: E402
+from pocketqa.data.features import Features, WindowConfig, make_features  # noqa: E402
+from pocketqa.data.squad import Example  # noqa: E402
 
 WINDOW = WindowConfig(max_seq_length=48, doc_stride=16, max_query_length=12)
 N_BEST = 20

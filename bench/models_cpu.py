@@ -19,9 +19,9 @@ import json
 import time
 from pathlib import Path
 
-from pocketqa.answerer import QuestionAnswerer
+from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.models import dir_size_mb
-from pocketqa.squad import load_squad
+from pocketqa.data.squad import load_squad
 
 
 def param_count(qa: QuestionAnswerer) -> int | None:

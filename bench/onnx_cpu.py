@@ -73,8 +73,8 @@ def bench_onnx(model_dir: str | Path, examples: list, threads: int = 2, warmup: 
         {"n", "threads", "qps": {runtime: q/s}, "p50_ms", "ratio_vs_pytorch",
         "sizes_mb", "int8_answers_identical" (share vs PyTorch), "fused"}.
     """
-    from pocketqa.answerer import QuestionAnswerer
-    from pocketqa.export import export_model
+    from pocketqa.inference.answerer import QuestionAnswerer
+    from pocketqa.export.exporter import export_model
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_model(model_dir, Path(tmp) / "fp32", threads=threads)
@@ -127,7 +127,7 @@ def main() -> None:
 
     import torch
 
-    from pocketqa.squad import load_squad
+    from pocketqa.data.squad import load_squad
 
     torch.set_num_threads(args.threads)
     examples = load_squad(args.data)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pocketqa.answerer import QuestionAnswerer
-from pocketqa.features import WindowConfig
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.data.features import WindowConfig
 from pocketqa.models import resolve_model
-from pocketqa.squad import load_squad
-from pocketqa.tokenizer import WindowTokenizer
+from pocketqa.data.squad import load_squad
+from pocketqa.data.tokenizer import WindowTokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 DEV = next((p for p in (REPO / ".carry/data/dev-v2.0.json.gz", REPO.parent / "shared/data/squad2/dev-v2.0.json.gz")

@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--anchor-venv", type=Path, default=DEFAULT_ANCHOR_VENV)
     args = p.parse_args()
 
-    from pocketqa.answerer import QuestionAnswerer
+    from pocketqa.inference.answerer import QuestionAnswerer
     from pocketqa.models import resolve_model
 
     python = ensure_anchor_venv(args.anchor_venv)

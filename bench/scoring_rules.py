@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pocketqa.answerer import QuestionAnswerer
-from pocketqa.decode import decode_features
-from pocketqa.evaluation import score_decoded
-from pocketqa.features import make_features
-from pocketqa.squad import load_squad
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.inference.decode import decode_features
+from pocketqa.evaluation.scoring import score_decoded
+from pocketqa.data.features import make_features
+from pocketqa.data.squad import load_squad
 
 RULES = {"logits (default)": ("logits", 20), "pipeline": ("pipeline", 20), "pipeline, n_best 1": ("pipeline", 1)}
 

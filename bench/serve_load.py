@@ -78,7 +78,7 @@ def build_random_minilm(out_dir: Path, base: str = "pip:all-MiniLM-L6-v2") -> Pa
 
 
 def load_questions(path: Path, n: int, seed: int = 0) -> list[dict]:
-    from pocketqa.squad import load_squad
+    from pocketqa.data.squad import load_squad
 
     examples = load_squad(path)
     random.Random(seed).shuffle(examples)

@@ -9,7 +9,7 @@ only batch shapes every side has already run: pocketqa pads each batch to its ow
 first batch of each new shape pays one-off costs (kernel selection, allocator growth) that
 a real multi-epoch run amortises but a 100-step bench would charge to pocketqa alone.
 
-- ``pocketqa``: ``pocketqa.train.train`` as ``pocketqa train`` runs it: length-grouped
+- ``pocketqa``: ``pocketqa.recipes.finetune.train`` as ``pocketqa train`` runs it: length-grouped
   batches padded per batch, numpy collation, fused AdamW on CUDA, bf16 autocast.
 - ``run_squad-loop``: the loop of transformers' legacy run_squad.py that made seed card 1,
   rewritten here: every window padded to max_seq_length (384), RandomSampler DataLoader,
@@ -20,7 +20,7 @@ a real multi-epoch run amortises but a 100-step bench would charge to pocketqa a
   reported as skipped without it.
 
 All sides train on the same windows: the first examples of a SQuAD 2.0 training file,
-tokenised once by ``pocketqa.train.load_train_features`` (the anchors pad them to 384).
+tokenised once by ``pocketqa.recipes.finetune.load_train_features`` (the anchors pad them to 384).
 
 Models: ``minilm-l6`` (all-MiniLM-L6-v2 weights), ``bert-6l-768`` (a 6-layer BERT-base-width
 config, random init) and ``mobilebert`` (the google/mobilebert-uncased config, random init).
@@ -43,10 +43,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pocketqa.features import WindowConfig
+from pocketqa.data.features import WindowConfig
 from pocketqa.models import load_qa_model, load_tokenizer, resolve_model
-from pocketqa.squad import load_squad, write_squad
-from pocketqa.train import TrainConfig, build_scheduler, load_train_features, read_log, train
+from pocketqa.data.squad import load_squad, write_squad
+from pocketqa.recipes.finetune import TrainConfig, build_scheduler, load_train_features, read_log, train
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_CANDIDATES = [REPO / ".carry/data/train-v2.0.json.gz", REPO.parent / "shared/data/squad2/train-v2.0.json.gz"]

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from conftest import CONTEXTS, WORDS, build_tokenizer
-from pocketqa.answerer import QuestionAnswerer, TorchBackend
-from pocketqa.cli import main
-from pocketqa.decode import _word_chars, decode_example, decode_features
+from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend
+from pocketqa.cli.main import main
+from pocketqa.inference.decode import _word_chars, decode_example, decode_features
 from pocketqa.errors import PocketQAError
-from pocketqa.features import WindowConfig, make_features, truncate_questions
+from pocketqa.data.features import WindowConfig, make_features, truncate_questions
 from pocketqa.models import load_qa_model
-from pocketqa.squad import Example
-from pocketqa.tokenizer import WindowTokenizer, as_window_tokenizer
+from pocketqa.data.squad import Example
+from pocketqa.data.tokenizer import WindowTokenizer, as_window_tokenizer
 from test_tokenizer import WINDOW, build_bpe_tokenizer, examples, reference_features
 
 CONTEXT = "The Normans came to Normandy, led by Rollo."
@@ -253,7 +253,7 @@ def test_serve_takes_align_to_words(tiny_bert_dir, monkeypatch, capsys):
 
     import uvicorn
 
-    from pocketqa import cli
+    import pocketqa.cli.main as cli
 
     started = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.append(app))

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from conftest import CONTEXTS, build_bert
-from pocketqa.answerer import QuestionAnswerer, TorchBackend
-from pocketqa.decode import decode_example
+from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend
+from pocketqa.inference.decode import decode_example
 from pocketqa.errors import PocketQAError
-from pocketqa.features import WindowConfig
+from pocketqa.data.features import WindowConfig
 from pocketqa.models import update_meta
-from pocketqa.squad import Example
+from pocketqa.data.squad import Example
 
 LONG = " ".join(f"paris was built in year {i} by the king of france and the people of the city." for i in range(40))
 QUESTIONS = [(q, ctx) for _, ctx, qas in CONTEXTS for q, _, _ in qas] + [
@@ -48,11 +48,11 @@ def test_batched_equals_unbatched(model_dir):
 
 def test_long_context_uses_all_windows(tiny_bert_dir, tiny_tokenizer):
     qa = QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu", max_seq_length=48, doc_stride=16, max_query_length=12)
-    from pocketqa.squad import Example
+    from pocketqa.data.squad import Example
 
     ex = Example(id="x", title="", context=LONG, question="who built paris?")
     (decoded,) = qa.decode_examples([ex])
-    from pocketqa.features import make_features
+    from pocketqa.data.features import make_features
 
     feats = make_features([ex], tiny_tokenizer, qa.window)
     starts, ends = qa.logits(feats)
@@ -132,7 +132,7 @@ def test_bad_inputs(tiny_bert_dir, tmp_path):
 
 
 def test_overlapped_chunks_give_the_same_answers(tiny_bert_dir):
-    from pocketqa.answerer import OVERLAP_CHUNK
+    from pocketqa.inference.answerer import OVERLAP_CHUNK
 
     rng = np.random.default_rng(0)
     examples = []

@@ -111,8 +111,8 @@ def test_check_device_refuses_mps_where_it_is_missing(monkeypatch):
 
 
 def test_augment_checks_the_device_before_moving_word_vectors_to_it(tmp_path, tiny_squad_file, monkeypatch):
-    from pocketqa.augment import AugmentConfig
-    from pocketqa.mlm import augment_with_mlm
+    from pocketqa.augment.edits import AugmentConfig
+    from pocketqa.augment.mlm import augment_with_mlm
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     vectors = tmp_path / "vectors.txt"

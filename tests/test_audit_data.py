@@ -10,11 +10,11 @@ import warnings
 import pytest
 from conftest import squad_dict
 
-from pocketqa.cli import main
+from pocketqa.cli.main import main
 from pocketqa.errors import SquadFormatError
-from pocketqa.evaluation import evaluate_files
-from pocketqa.metrics import squad_v2_eval
-from pocketqa.squad import load_squad
+from pocketqa.evaluation.scoring import evaluate_files
+from pocketqa.evaluation.metrics import squad_v2_eval
+from pocketqa.data.squad import load_squad
 
 
 def _one_line_exit_2(argv, capsys, *needles):
@@ -126,7 +126,7 @@ def test_card_on_broken_model_files_is_one_line_exit_2(tmp_path, tiny_bert_dir, 
 
 
 def _two_shards(tmp_path):
-    from pocketqa.augment import AugmentConfig, FunctionSource, augment_squad_file
+    from pocketqa.augment.edits import AugmentConfig, FunctionSource, augment_squad_file
 
     data = tmp_path / "train.json"
     data.write_text(json.dumps(squad_dict()), encoding="utf-8")

@@ -12,12 +12,12 @@ import pytest
 from test_tokenizer import build_bpe_tokenizer
 
 from conftest import build_tokenizer
-from pocketqa.answerer import QuestionAnswerer
-from pocketqa.decode import decode_example
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.inference.decode import decode_example
 from pocketqa.errors import ConfigError, PocketQAError
-from pocketqa.export import export_model
-from pocketqa.features import WindowConfig, make_features, truncate_questions
-from pocketqa.squad import Example
+from pocketqa.export.exporter import export_model
+from pocketqa.data.features import WindowConfig, make_features, truncate_questions
+from pocketqa.data.squad import Example
 
 
 class ConstantBackend:

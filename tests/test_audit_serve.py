@@ -12,9 +12,9 @@ httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import CONTEXTS, SlowBackend  # noqa: E402
-from pocketqa.answerer import QuestionAnswerer  # noqa: E402
+from pocketqa.inference.answerer import QuestionAnswerer  # noqa: E402
 from pocketqa.errors import ConfigError  # noqa: E402
-from pocketqa.serve import create_app  # noqa: E402
+from pocketqa.serve.app import create_app  # noqa: E402
 
 QUESTION, CONTEXT = CONTEXTS[1][2][0][0], CONTEXTS[1][1]
 JSON = {"content-type": "application/json"}
@@ -73,7 +73,7 @@ def test_non_finite_max_wait_is_a_config_error(qa, wait):
 def test_port_in_use_is_one_line_and_exit_2_before_the_model_loads(tiny_bert_dir, monkeypatch, capsys):
     import uvicorn
 
-    from pocketqa import cli
+    import pocketqa.cli.main as cli
 
     def loaded(*args, **kwargs):
         raise AssertionError("the model must not load when the port is taken")

@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 from conftest import build_bert
 
-import pocketqa.train as train_mod
-from pocketqa.distill import TeacherLogits, answer_mask, distill_prediction, load_data
-from pocketqa.features import WindowConfig
-from pocketqa.losses import span_loss
-from pocketqa.train import (
+import pocketqa.recipes.finetune as train_mod
+from pocketqa.recipes.distill import TeacherLogits, answer_mask, distill_prediction, load_data
+from pocketqa.data.features import WindowConfig
+from pocketqa.training.losses import span_loss
+from pocketqa.recipes.finetune import (
     TrainConfig,
     batch_order,
     collate,

@@ -1,4 +1,4 @@
-"""Tests for pocketqa.augment (pure transforms, files, shards) and pocketqa.mlm (candidates, head fitting)."""
+"""Tests for pocketqa.augment.edits (pure transforms, files, shards) and pocketqa.augment.mlm (candidates, head fitting)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import build_tokenizer, squad_dict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pocketqa.augment import (
+from pocketqa.augment.edits import (
     STOP_WORDS,
     AugmentConfig,
     FunctionSource,
@@ -24,9 +24,9 @@ from pocketqa.augment import (
     match_case,
     merge_shards,
 )
-from pocketqa.cli import main
+from pocketqa.cli.main import main
 from pocketqa.errors import ConfigError
-from pocketqa.squad import Answer, Example, load_squad
+from pocketqa.data.squad import Answer, Example, load_squad
 
 FAKE_WORDS = ["zebra", "yacht", "xylophone", "walrus", "violet"]
 SEPARATORS = re.compile(r"[^\W_]+")
@@ -235,7 +235,7 @@ def tiny_mlm_dir(tmp_path_factory):
 
 
 def test_mlm_candidates_are_whole_words_never_the_word(tiny_mlm_dir):
-    from pocketqa.mlm import MaskedLMCandidates, load_masked_lm
+    from pocketqa.augment.mlm import MaskedLMCandidates, load_masked_lm
 
     model, tok, head_missing = load_masked_lm(str(tiny_mlm_dir), device="cpu")
     assert not head_missing
@@ -260,7 +260,7 @@ def test_mlm_candidates_are_whole_words_never_the_word(tiny_mlm_dir):
 
 def test_word_vectors_neighbours(tmp_path):
     from pocketqa.errors import PocketQAError
-    from pocketqa.mlm import WordVectors
+    from pocketqa.augment.mlm import WordVectors
 
     path = tmp_path / "glove.txt"
     path.write_text("king 1 0 0\nqueen 0.9 0.1 0\n, 1 0 0\nthe 1 0 0\ncastle 0 1 0\nriver 0 0 1\nprince 0.8 0.3 0\n")
@@ -316,7 +316,7 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, tiny_mlm_dir, tiny_squad_file
 
 
 def test_plain_encoder_warns_random_head(tmp_path, tiny_bert_dir):
-    from pocketqa.mlm import load_masked_lm
+    from pocketqa.augment.mlm import load_masked_lm
 
     with pytest.warns(UserWarning, match="mlm-head"):
         _, _, head_missing = load_masked_lm(str(tiny_bert_dir), device="cpu")
@@ -329,7 +329,7 @@ def test_fit_mlm_head_trains_only_the_head(tmp_path):
     from safetensors.torch import load_file
     from transformers import BertConfig, BertModel
 
-    from pocketqa.mlm import MLMHeadConfig, fit_mlm_head, load_masked_lm
+    from pocketqa.augment.mlm import MLMHeadConfig, fit_mlm_head, load_masked_lm
     from pocketqa.models import read_meta
 
     tok = build_tokenizer()

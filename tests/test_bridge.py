@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import WORDS, build_bert, build_tokenizer, squad_dict
 
-from pocketqa.bridge import VocabBridge
+from pocketqa.training.bridge import VocabBridge
 from pocketqa.errors import PocketQAError
-from pocketqa.features import WindowConfig, make_features, pad_batch
-from pocketqa.squad import iter_examples
+from pocketqa.data.features import WindowConfig, make_features, pad_batch
+from pocketqa.data.squad import iter_examples
 
 STEPS = 15
 SMALL = WindowConfig(max_seq_length=28, doc_stride=6, max_query_length=10)
@@ -240,7 +240,7 @@ def test_refuses_teacher_windows_over_the_teacher_limit(student_tok, examples):
 @pytest.mark.usefixtures("one_thread")
 def test_prediction_layer_kd_through_the_bridge(bridge, student_tok, teacher_tok, examples):
     """A BERT student learns an MPNet teacher's start/end distributions across vocabularies."""
-    from pocketqa.losses import masked_kl_div
+    from pocketqa.training.losses import masked_kl_div
 
     paris = [e for e in examples if e.title == "Paris"]  # 12 windows: quick on a busy CPU
     feats, batch = _student_batch(student_tok, paris, WindowConfig(48, 8, 10))

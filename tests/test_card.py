@@ -10,13 +10,13 @@ import sys
 import pytest
 import yaml
 
-from pocketqa.answerer import QuestionAnswerer
+from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.card import count_parameters, curve_at, describe_backend, threshold_curve, write_card
-from pocketqa.cli import main
-from pocketqa.decode import Decoded, Span
-from pocketqa.evaluation import score_decoded
+from pocketqa.cli.main import main
+from pocketqa.inference.decode import Decoded, Span
+from pocketqa.evaluation.scoring import score_decoded
 from pocketqa.models import dir_size_mb
-from pocketqa.squad import Answer, Example, load_squad
+from pocketqa.data.squad import Answer, Example, load_squad
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

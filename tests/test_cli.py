@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import squad_dict
-from pocketqa.cli import main
-from pocketqa.metrics import squad_v2_eval
+from pocketqa.cli.main import main
+from pocketqa.evaluation.metrics import squad_v2_eval
 from pocketqa.models import read_meta
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -267,12 +267,12 @@ def test_port_and_teacher_out_are_checked_before_any_work(tmp_path, capsys):
 
 
 def test_an_unwritable_path_is_one_line(tiny_bert_dir, tiny_squad_file, tmp_path, monkeypatch, capsys):
-    import pocketqa.squad
+    import pocketqa.data.squad
 
     def refuse(obj, path, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(pocketqa.squad, "write_json_atomic", refuse)
+    monkeypatch.setattr(pocketqa.data.squad, "write_json_atomic", refuse)
     out = tmp_path / "p.json"
     argv = ["predict", "--model", str(tiny_bert_dir), "--device", "cpu", "--data", str(tiny_squad_file), "--out", str(out)]
     assert main(argv) == 2
@@ -282,7 +282,7 @@ def test_an_unwritable_path_is_one_line(tiny_bert_dir, tiny_squad_file, tmp_path
 
 
 def test_a_failed_stream_move_leaves_no_temp_file(tmp_path):
-    from pocketqa.augment import SquadStreamWriter
+    from pocketqa.augment.edits import SquadStreamWriter
 
     target = tmp_path / "aug.json"
     target.mkdir()  # os.replace of a file onto a directory fails
@@ -293,7 +293,7 @@ def test_a_failed_stream_move_leaves_no_temp_file(tmp_path):
 
 
 def test_api_refuses_bad_batch_size_threads_and_device(tiny_bert_dir):
-    from pocketqa.answerer import QuestionAnswerer
+    from pocketqa.inference.answerer import QuestionAnswerer
     from pocketqa.errors import PocketQAError
 
     for kwargs, needle in (({"batch_size": 0}, "batch_size"), ({"threads": -1}, "threads"),

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from conftest import build_tokenizer
 
-from pocketqa.decode import decode_features
-from pocketqa.features import WindowConfig, make_features
-from pocketqa.squad import Example
+from pocketqa.inference.decode import decode_features
+from pocketqa.data.features import WindowConfig, make_features
+from pocketqa.data.squad import Example
 
 GOLDEN = json.loads((Path(__file__).parent / "assets" / "utils_qa_golden.json").read_text(encoding="utf-8"))
 NO_SPAN = {ex["id"] for ex in GOLDEN["examples"] if ex["kind"] == "nospan"}

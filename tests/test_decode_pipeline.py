@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from pocketqa.answerer import QuestionAnswerer
-from pocketqa.cli import main
-from pocketqa.decode import decode_example
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.cli.main import main
+from pocketqa.inference.decode import decode_example
 from pocketqa.errors import PocketQAError
 
 # Two windows over "alpha beta gamma delta": window 1 sees alpha beta gamma, window 2 sees

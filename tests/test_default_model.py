@@ -6,7 +6,7 @@ Passages and questions: SQuAD 2.0 dev set (CC BY-SA 4.0), articles "Normans" and
 
 import pytest
 
-from pocketqa.answerer import QuestionAnswerer
+from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.models import default_model_path, read_meta
 
 C0 = 'The Normans (Norman: Nourmands; French: Normands; Latin: Normanni) were the people who in the 10th and 11th centuries gave their name to Normandy, a region in France. They were descended from Norse ("Norman" comes from "Norseman") raiders and pirates from Denmark, Iceland and Norway who, under their leader Rollo, agreed to swear fealty to King Charles III of West Francia. Through generations of assimilation and mixing with the native Frankish and Roman-Gaulish populations, their descendants would gradually merge with the Carolingian-based cultures of West Francia. The distinct cultural and ethnic identity of the Normans emerged initially in the first half of the 10th century, and it continued to evolve over the succeeding centuries.'
@@ -59,7 +59,7 @@ def test_bundled_model_answers_real_questions(qa):
 
 
 def test_ask_cli_uses_bundled_model(capsys):
-    from pocketqa.cli import main
+    from pocketqa.cli.main import main
 
     assert main(["ask", "-q", "Who ruled the duchy of Normandy", "-c", C1]) == 0
     assert capsys.readouterr().out.startswith("Richard I")

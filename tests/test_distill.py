@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, bad_squad_file, poison_after_each_step, squad_dict
 
-from pocketqa.cli import main
-from pocketqa.distill import (
+from pocketqa.cli.main import main
+from pocketqa.recipes.distill import (
     DistillConfig,
     QueryKeyTap,
     answer_mask,
@@ -27,8 +27,8 @@ from pocketqa.distill import (
     uniform_layer_map,
 )
 from pocketqa.errors import ConfigError, PocketQAError
-from pocketqa.features import WindowConfig, make_features
-from pocketqa.squad import load_squad
+from pocketqa.data.features import WindowConfig, make_features
+from pocketqa.data.squad import load_squad
 
 WINDOW = dict(max_seq_length=48, doc_stride=16, max_query_length=16)
 
@@ -223,8 +223,8 @@ def test_answer_mask_is_context_plus_cls(tok, train_file, tmp_path):
 
 
 def test_stage2_kd_ignores_teacher_logits_at_question_and_padding(tok, train_file, tmp_path):
-    from pocketqa.distill import gather_rows
-    from pocketqa.losses import masked_kl_div
+    from pocketqa.recipes.distill import gather_rows
+    from pocketqa.training.losses import masked_kl_div
 
     data = load_data([train_file], tok, WindowConfig(**WINDOW), tmp_path / "cache", progress=False)
     mask = answer_mask(data, tok)
@@ -282,7 +282,7 @@ def test_stage1_runs_under_bf16_autocast_with_projection(tok, teacher_dir, train
 
 
 def test_both_stages_end_to_end(tok, teacher_dir, train_file, tmp_path):
-    from pocketqa.answerer import QuestionAnswerer
+    from pocketqa.inference.answerer import QuestionAnswerer
 
     counter = CountingTeacher()
     cfg = _config(tmp_path, teacher_dir, train_file, dev=str(train_file), attention_target="probs")
@@ -378,7 +378,7 @@ def test_bad_teacher_or_dev_fails_up_front_without_an_out_dir(tok, teacher_dir, 
 
 
 def test_non_finite_weights_are_never_saved(teacher_dir, train_file, tmp_path, monkeypatch):
-    import pocketqa.distill as distill_mod
+    import pocketqa.recipes.distill as distill_mod
 
     poison_after_each_step(monkeypatch, distill_mod, float("nan"))
     cfg = _config(tmp_path, teacher_dir, train_file, stage="1", max_steps=1)

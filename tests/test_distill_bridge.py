@@ -17,8 +17,8 @@ import torch
 from conftest import REPO, CountingTeacher, build_bert, squad_dict
 from test_bridge import build_mpnet, build_mpnet_style_tokenizer
 
-from pocketqa.cli import main
-from pocketqa.distill import (
+from pocketqa.cli.main import main
+from pocketqa.recipes.distill import (
     BRIDGES,
     DistillConfig,
     QueryKeyTap,
@@ -32,9 +32,9 @@ from pocketqa.distill import (
     load_recipe,
 )
 from pocketqa.errors import ConfigError, PocketQAError
-from pocketqa.features import WindowConfig, make_features
+from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.models import load_qa_model
-from pocketqa.squad import load_squad
+from pocketqa.data.squad import load_squad
 
 WINDOW = {"max_seq_length": 48, "doc_stride": 16, "max_query_length": 16}
 
@@ -238,7 +238,7 @@ def test_bridge_setting_is_validated_with_the_other_keys():
 
 
 def test_every_distill_recipe_loads():
-    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    recipes = sorted((REPO / "src" / "pocketqa" / "recipes").glob("*.yaml"))
     distill_recipes = {p.name: load_recipe(p) for p in recipes if "teacher" in load_recipe(p)}
     assert {"mpnet-to-minilm-l6-squad2.yaml", "mpnet-to-minilm-l3-squad2.yaml"} <= set(distill_recipes)
     for name, values in distill_recipes.items():

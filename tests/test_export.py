@@ -12,10 +12,10 @@ pytest.importorskip("onnx")
 
 from conftest import build_bert  # noqa: E402
 
-from pocketqa.answerer import QuestionAnswerer, TorchBackend  # noqa: E402
-from pocketqa.cli import main  # noqa: E402
+from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend  # noqa: E402
+from pocketqa.cli.main import main  # noqa: E402
 from pocketqa.errors import PocketQAError  # noqa: E402
-from pocketqa.export import (  # noqa: E402
+from pocketqa.export.exporter import (  # noqa: E402
     EXPORT_FILE,
     FP32_FILE,
     FP32_TOLERANCE,
@@ -27,9 +27,9 @@ from pocketqa.export import (  # noqa: E402
     open_session,
     qa_head_nodes,
 )
-from pocketqa.features import WindowConfig, make_features, pad_batch  # noqa: E402
+from pocketqa.data.features import WindowConfig, make_features, pad_batch  # noqa: E402
 from pocketqa.models import load_qa_model  # noqa: E402
-from pocketqa.squad import Example, load_squad  # noqa: E402
+from pocketqa.data.squad import Example, load_squad  # noqa: E402
 
 MODELS = ["tiny_bert_dir", "tiny_mobilebert_dir"]
 
@@ -209,7 +209,7 @@ def test_compare_answerers_counts_changed_answers(tiny_bert_dir):
 
 
 def test_export_that_fails_parity_raises_and_records_it(tiny_bert_dir, tmp_path, monkeypatch):
-    import pocketqa.export as export
+    import pocketqa.export.exporter as export
 
     monkeypatch.setattr(export, "FP32_TOLERANCE", -1.0)  # no graph can pass: exercises the failure path
     with pytest.raises(PocketQAError, match="fp32 graph does not match PyTorch"):

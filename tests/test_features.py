@@ -1,8 +1,8 @@
 import pytest
 
 from pocketqa.errors import ConfigError
-from pocketqa.features import WindowConfig, make_features, pad_batch, truncate_questions
-from pocketqa.squad import Answer, Example
+from pocketqa.data.features import WindowConfig, make_features, pad_batch, truncate_questions
+from pocketqa.data.squad import Answer, Example
 
 LONG = " ".join(f"word{i} is the city of paris in france" for i in range(60))
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pocketqa.losses import attention_mse, hidden_mse, masked_kl_div, mix_losses, span_loss
+from pocketqa.training.losses import attention_mse, hidden_mse, masked_kl_div, mix_losses, span_loss
 
 
 def _random_mask(batch: int, seq: int, gen: torch.Generator) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Tests for pocketqa.metrics: hand-worked cases of the official SQuAD 2.0 evaluation.
+"""Tests for pocketqa.evaluation.metrics: hand-worked cases of the official SQuAD 2.0 evaluation.
 
 The full-dev-set comparison with the official evaluate-v2.0.py is done by
 bench/check_metrics_official.py (results in docs/metrics_check.md), not here.
@@ -6,7 +6,7 @@ bench/check_metrics_official.py (results in docs/metrics_check.md), not here.
 
 import pytest
 
-from pocketqa.metrics import (
+from pocketqa.evaluation.metrics import (
     MissingPredictionsError,
     apply_no_ans_threshold,
     compute_exact,

@@ -1,4 +1,4 @@
-"""The HTTP API (pocketqa.serve) on a tiny random model: same answers as QuestionAnswerer,
+"""The HTTP API (pocketqa.serve.app) on a tiny random model: same answers as QuestionAnswerer,
 every limit answered with its 4xx, API keys, model info, and real micro-batching."""
 
 import asyncio
@@ -15,10 +15,10 @@ httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import CONTEXTS, SlowBackend  # noqa: E402
-from pocketqa.answerer import QuestionAnswerer  # noqa: E402
+from pocketqa.inference.answerer import QuestionAnswerer  # noqa: E402
 from pocketqa.errors import ConfigError  # noqa: E402
 from pocketqa.models import dir_size_mb, update_meta  # noqa: E402
-from pocketqa.serve import API_KEY_ENV, Limits, create_app, resolve_api_key  # noqa: E402
+from pocketqa.serve.app import API_KEY_ENV, Limits, create_app, resolve_api_key  # noqa: E402
 
 # (question, context) pairs: every question of the fixture contexts, plus one off-topic.
 PAIRS = [(q, ctx) for _, ctx, qas in CONTEXTS for q, _, _ in qas] + [("Who won the war?", CONTEXTS[1][1])]
@@ -358,7 +358,8 @@ def test_a_lone_client_does_not_wait_for_company(qa):
 
 
 def test_cli_serve_flags_and_missing_extra(monkeypatch, capsys):
-    from pocketqa import cli, serve
+    import pocketqa.cli.main as cli
+    from pocketqa.serve import app as serve
 
     args = cli.build_parser().parse_args(["serve", "--model", "m", "--port", "9001", "--max-batch", "1", "--api-key", "k"])
     assert (args.port, args.max_batch, args.api_key, args.host, args.max_wait_ms) == (9001, 1, "k", "127.0.0.1", 5.0)
@@ -372,7 +373,7 @@ def test_cli_serve_flags_and_missing_extra(monkeypatch, capsys):
 
 def test_serves_an_exported_onnx_model(tiny_bert_dir, tmp_path):
     pytest.importorskip("onnxruntime")
-    from pocketqa.export import export_model
+    from pocketqa.export.exporter import export_model
 
     onnx_dir = tmp_path / "onnx"
     export_model(tiny_bert_dir, onnx_dir, optimize=False)

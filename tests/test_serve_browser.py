@@ -22,8 +22,8 @@ uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from conftest import CONTEXTS  # noqa: E402
-from pocketqa.answerer import QuestionAnswerer  # noqa: E402
-from pocketqa.serve import create_app  # noqa: E402
+from pocketqa.inference.answerer import QuestionAnswerer  # noqa: E402
+from pocketqa.serve.app import create_app  # noqa: E402
 
 CHROMIUM = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)")

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import squad_dict
 from pocketqa.errors import SquadFormatError
-from pocketqa.squad import Answer, Example, load_squad, to_squad_json, write_squad
+from pocketqa.data.squad import Answer, Example, load_squad, to_squad_json, write_squad
 
 
 def _write(tmp_path, obj, name="data.json"):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pocketqa import teacher
-from pocketqa.cli import main
+from pocketqa.cli.main import main
 from pocketqa.errors import PocketQAError
 
 
@@ -132,9 +132,9 @@ def test_real_teacher_loads_and_bridges_to_minilm_on_dev(shared_dev):
     path = os.environ.get("POCKETQA_TEACHER_DIR")
     if not path:
         pytest.skip("POCKETQA_TEACHER_DIR not set (no assembled teacher)")
-    from pocketqa.bridge import VocabBridge
+    from pocketqa.training.bridge import VocabBridge
     from pocketqa.models import load_tokenizer, resolve_model
-    from pocketqa.squad import load_squad
+    from pocketqa.data.squad import load_squad
 
     summary = teacher.verify_teacher(path)
     assert summary["model_class"] == "MPNetForQuestionAnswering"

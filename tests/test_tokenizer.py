@@ -10,9 +10,9 @@ import pytest
 
 from conftest import CONTEXTS, REPO, build_tokenizer, squad_dict
 from pocketqa.errors import ConfigError, PocketQAError
-from pocketqa.features import WindowConfig, make_features
-from pocketqa.squad import Example, iter_examples, load_squad
-from pocketqa.tokenizer import WindowTokenizer, as_window_tokenizer
+from pocketqa.data.features import WindowConfig, make_features
+from pocketqa.data.squad import Example, iter_examples, load_squad
+from pocketqa.data.tokenizer import WindowTokenizer, as_window_tokenizer
 
 WINDOW = WindowConfig(max_seq_length=48, doc_stride=12, max_query_length=10)
 LONG = " ".join(f"Sentence {i} tells that the river of Paris flows north, not south." for i in range(25))

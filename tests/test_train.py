@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-import pocketqa.train as train_mod
+import pocketqa.recipes.finetune as train_mod
 from conftest import REPO, build_bert, bad_squad_file, poison_after_each_step
-from pocketqa.cli import main
+from pocketqa.cli.main import main
 from pocketqa.errors import ConfigError, PocketQAError
-from pocketqa.features import WindowConfig, make_features, pad_batch
-from pocketqa.losses import span_loss
-from pocketqa.squad import load_squad
-from pocketqa.train import (
+from pocketqa.data.features import WindowConfig, make_features, pad_batch
+from pocketqa.training.losses import span_loss
+from pocketqa.data.squad import load_squad
+from pocketqa.recipes.finetune import (
     TrainConfig,
     batch_order,
     build_optimizer,
@@ -302,7 +302,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, no_dropout_dir, tiny_squa
 def test_output_loads_in_transformers_and_answers_the_same(tmp_path, encoder_dir, tiny_squad_file):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from pocketqa.answerer import QuestionAnswerer, TorchBackend
+    from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend
 
     result = train(config(tmp_path, encoder_dir, tiny_squad_file, dev=str(tiny_squad_file), epochs=3, save_steps=4))
     out = tmp_path / "out"
@@ -412,7 +412,7 @@ def test_recipe_values_are_typed_and_flags_override_them(tmp_path):
 TRAIN_RECIPES = ["mobilebert-uncased-squad2.yaml", "bert-base-uncased-squad2.yaml", "minilm-l6-squad2.yaml"]
 
 
-@pytest.mark.parametrize("recipe", [REPO / "recipes" / name for name in TRAIN_RECIPES], ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", [REPO / "src" / "pocketqa" / "recipes" / name for name in TRAIN_RECIPES], ids=lambda p: p.name)
 def test_shipped_recipes_are_valid(recipe):
     config = TrainConfig.from_recipe(recipe)
     assert config.max_seq_length == 384 and config.doc_stride == 128

@@ -10,7 +10,7 @@ __all__ = ["QuestionAnswerer", "__version__"]
 
 def __getattr__(name):
     if name == "QuestionAnswerer":
-        from .answerer import QuestionAnswerer
+        from pocketqa.inference.answerer import QuestionAnswerer
 
         return QuestionAnswerer
     raise AttributeError(f"module 'pocketqa' has no attribute {name!r}")

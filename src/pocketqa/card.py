@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PocketQAError
-from .models import dir_size_mb, read_json_file, read_meta
+from pocketqa.errors import PocketQAError
+from pocketqa.models import dir_size_mb, read_json_file, read_meta
 
 CARD_FILE = "README.md"
 EVAL_FILE = "eval_results.json"
@@ -248,8 +248,8 @@ def threshold_curve(examples, decoded) -> dict:
         function: plot with ``drawstyle="steps-post"``). ``thresholds[0]`` lies below every
         finite null odds value (everyone abstains), the last one above all of them.
     """
-    from .metrics import exact_and_f1_scores, make_qid_to_has_ans
-    from .squad import to_squad_json
+    from pocketqa.evaluation.metrics import exact_and_f1_scores, make_qid_to_has_ans
+    from pocketqa.data.squad import to_squad_json
 
     dataset = to_squad_json(examples)["data"]
     ids = [ex.id for ex in examples]
@@ -397,7 +397,7 @@ def benchmark_cpu(model_dir: Path, examples, threads: int, progress: bool = True
 
     A few untimed calls first warm up the backend (allocators, one-time graph work).
     """
-    from .answerer import QuestionAnswerer
+    from pocketqa.inference.answerer import QuestionAnswerer
 
     torch_threads = _torch_threads()
     try:
@@ -652,9 +652,9 @@ def write_card(
     scores_source = None
     plots: list[tuple[str, str]] = []
     if dev_path is not None:
-        from .answerer import QuestionAnswerer
-        from .evaluation import score_decoded
-        from .squad import load_squad, write_json_atomic
+        from pocketqa.inference.answerer import QuestionAnswerer
+        from pocketqa.evaluation.scoring import score_decoded
+        from pocketqa.data.squad import load_squad, write_json_atomic
 
         examples = load_squad(dev_path)  # a bad file fails before the model loads
         if not examples:

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import PocketQAError
+from pocketqa.errors import PocketQAError
 
 META_FILE = "pocketqa.json"
 

@@ -15,7 +15,7 @@ Fixed here, compared with the anchors:
   depend on, instead of running the teacher every step of every epoch;
 - mismatched tokenizers, head counts or layer counts are reported up front, all at once;
 - a teacher whose tokenizer numbers the same word pieces differently (all-mpnet-base-v2 for
-  a BERT-uncased student, issue 9) is run through a :class:`~pocketqa.bridge.VocabBridge`:
+  a BERT-uncased student, issue 9) is run through a :class:`~pocketqa.training.bridge.VocabBridge`:
   it sees the student's windows with ids mapped and its own special tokens, and its logits,
   hidden states and attention maps are gathered back onto student positions, so every loss
   keeps the student's masks and shapes.
@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ConfigError, PocketQAError
-from .features import WindowConfig
-from .models import (
+from pocketqa.errors import ConfigError, PocketQAError
+from pocketqa.data.features import WindowConfig
+from pocketqa.models import (
     META_FILE,
     error_line,
     load_qa_model,
@@ -52,7 +52,7 @@ from .models import (
     save_qa_model,
     update_meta,
 )
-from .train import (
+from pocketqa.recipes.finetune import (
     LOG_FILE,
     RunLog,
     TrainData,
@@ -70,7 +70,7 @@ from .train import (
 )
 
 if TYPE_CHECKING:
-    from .bridge import VocabBridge
+    from pocketqa.training.bridge import VocabBridge
 
 STAGES = ("1", "2", "both")
 ATTENTION_TARGETS = ("scores", "probs")
@@ -274,7 +274,7 @@ def config_from_dict(values: dict, source: str = "recipe") -> DistillConfig:
 
 def load_recipe(path: str | os.PathLike) -> dict:
     """Reads a YAML recipe into a plain dict (keys are DistillConfig field names); same rules as train's."""
-    from .train import load_recipe as read_recipe
+    from pocketqa.recipes.finetune import load_recipe as read_recipe
 
     return read_recipe(path)
 
@@ -338,7 +338,7 @@ def bridge_samples(paths: Sequence[str | os.PathLike], limit: int = BRIDGE_SAMPL
     Two thirds questions, one third contexts, taken evenly over each file: SQuAD files are
     ordered by article, so the first few hundred questions would all be about one topic.
     """
-    from .squad import iter_examples, read_json
+    from pocketqa.data.squad import iter_examples, read_json
 
     paths = list(dict.fromkeys(str(p) for p in paths))
     per_file = max(2, limit // max(1, len(paths)))
@@ -358,7 +358,7 @@ def plan_vocabulary(
     """Decides how teacher and student token ids meet: directly, through a bridge, or not at all.
 
     Same vocabularies never use a bridge. Different vocabularies with ``mode="auto"`` get a
-    :class:`~pocketqa.bridge.VocabBridge`, checked on ``sample_texts`` plus its built-in
+    :class:`~pocketqa.training.bridge.VocabBridge`, checked on ``sample_texts`` plus its built-in
     samples; with ``"off"``, or when the bridge refuses, the pair cannot be distilled.
 
     Returns:
@@ -368,7 +368,7 @@ def plan_vocabulary(
     problem = _vocab_problem(teacher_tok, student_tok)
     if problem is None or mode == "off" or teacher_tok.get_vocab() == student_tok.get_vocab():
         return None, problem
-    from .bridge import BUILTIN_SAMPLES, VocabBridge
+    from pocketqa.training.bridge import BUILTIN_SAMPLES, VocabBridge
 
     texts = list(BUILTIN_SAMPLES) + list(sample_texts)
     try:
@@ -642,7 +642,7 @@ def load_data(
 ) -> TrainData:
     """Training windows of one or more SQuAD files, concatenated in order.
 
-    Each file goes through :func:`pocketqa.train.load_train_features`, so its windows
+    Each file goes through :func:`pocketqa.recipes.finetune.load_train_features`, so its windows
     are tokenised once and read back from the feature cache on later runs.
     """
     parts = [load_train_features(p, tokenizer, window, cache_dir=cache_dir, progress=progress) for p in paths]
@@ -1085,7 +1085,7 @@ def distill_intermediate(
     """
     import torch
 
-    from .losses import attention_mse, hidden_mse
+    from pocketqa.training.losses import attention_mse, hidden_mse
 
     torch.manual_seed(seed)
     # float32 master weights (autocast does the low-precision math): AdamW on fp16 weights
@@ -1200,7 +1200,7 @@ def distill_prediction(
     """Stage 2: the student's start/end distributions imitate the (cached) teacher's.
 
     loss = w · ½(KL_T(start) + KL_T(end)) + (1 − w) · span_loss, with KL_T the
-    :func:`~pocketqa.losses.masked_kl_div` over context tokens and CLS.
+    :func:`~pocketqa.training.losses.masked_kl_div` over context tokens and CLS.
 
     Args:
         student: A QA model, trained in place.
@@ -1219,7 +1219,7 @@ def distill_prediction(
     """
     import torch
 
-    from .losses import masked_kl_div, mix_losses, span_loss
+    from pocketqa.training.losses import masked_kl_div, mix_losses, span_loss
 
     torch.manual_seed(seed)
     # float32 master weights, as in stage 1: fp16 weights go nan after a few AdamW steps.
@@ -1371,7 +1371,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
 
     _preflight(cfg)
     if cfg.dev:
-        from .squad import load_squad
+        from pocketqa.data.squad import load_squad
 
         load_squad(cfg.dev)  # a malformed dev file fails now, not after both stages have trained
     load_teacher = load_teacher or (lambda path, device: load_qa_model(path, device=device, dtype=torch.float32))
@@ -1493,8 +1493,8 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
         _check_finite_weights(2, student)
         save_student(student, tokenizer, out, meta)
         if cfg.dev:
-            from .answerer import QuestionAnswerer
-            from .evaluation import evaluate_model
+            from pocketqa.inference.answerer import QuestionAnswerer
+            from pocketqa.evaluation.scoring import evaluate_model
 
             qa = QuestionAnswerer.from_pretrained(str(out), device=device, threshold=0.0)
             summary["dev"] = evaluate_model(qa, cfg.dev, save_threshold=True, model_arg=str(out))["scores"]

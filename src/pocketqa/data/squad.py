@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SquadFormatError
+from pocketqa.errors import SquadFormatError
 
 
 @dataclass(frozen=True)

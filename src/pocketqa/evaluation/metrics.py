@@ -19,7 +19,7 @@ import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 
-from .errors import PocketQAError
+from pocketqa.errors import PocketQAError
 
 # Same token set as the official script's ``set(string.punctuation)`` (ASCII only).
 _PUNCTUATION = str.maketrans("", "", string.punctuation)

@@ -44,9 +44,9 @@ from typing import get_type_hints
 
 import numpy as np
 
-from .errors import ConfigError, PocketQAError
-from .features import WindowConfig, make_features
-from .losses import span_loss
+from pocketqa.errors import ConfigError, PocketQAError
+from pocketqa.data.features import WindowConfig, make_features
+from pocketqa.training.losses import span_loss
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CHECKPOINTS_DIR = "checkpoints"
@@ -396,7 +396,7 @@ def _tokenise(path, tokenizer, window, data_sha, progress, chunk_size, workers) 
 
     from tqdm.auto import tqdm
 
-    from .squad import load_squad
+    from pocketqa.data.squad import load_squad
 
     examples = load_squad(path)
     if not examples:
@@ -778,9 +778,9 @@ def evaluate(model, tokenizer, window: WindowConfig, examples, features=None, de
     ``make_features(examples, tokenizer, window)``) to skip re-windowing on every call.
     Leaves the model in eval mode.
     """
-    from .answerer import QuestionAnswerer, TorchBackend
-    from .decode import decode_features
-    from .evaluation import score_decoded
+    from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend
+    from pocketqa.inference.decode import decode_features
+    from pocketqa.evaluation.scoring import score_decoded
 
     qa = QuestionAnswerer(TorchBackend(model, device=str(device)), tokenizer, window, batch_size=batch_size)
     if features is None:
@@ -805,8 +805,8 @@ def train(config: TrainConfig) -> dict:
     """
     import torch
 
-    from .models import META_FILE, load_qa_model, load_tokenizer, resolve_model
-    from .squad import load_squad
+    from pocketqa.models import META_FILE, load_qa_model, load_tokenizer, resolve_model
+    from pocketqa.data.squad import load_squad
 
     rank, world, device, owns_group = _init_distributed(config.device)
     is_main = rank == 0
@@ -1051,7 +1051,7 @@ def _check_paths(config: TrainConfig, out: Path) -> Path | None:
 
 def _clear_previous_run(out: Path) -> None:
     """Removes what an earlier run wrote (checkpoints, log, meta); other files stay."""
-    from .models import META_FILE
+    from pocketqa.models import META_FILE
 
     shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
     for name in (LOG_FILE, META_FILE):

@@ -18,12 +18,12 @@ from typing import Protocol
 
 import numpy as np
 
-from .decode import Decoded, check_align_to_words, check_scoring, decode_features
-from .errors import PocketQAError
-from .features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
-from .models import load_qa_model, load_tokenizer, read_meta, resolve_model
-from .squad import Example, unencodable_at
-from .tokenizer import TOKENIZER_FILE, WindowTokenizer
+from pocketqa.inference.decode import Decoded, check_align_to_words, check_scoring, decode_features
+from pocketqa.errors import PocketQAError
+from pocketqa.data.features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
+from pocketqa.models import load_qa_model, load_tokenizer, read_meta, resolve_model
+from pocketqa.data.squad import Example, unencodable_at
+from pocketqa.data.tokenizer import TOKENIZER_FILE, WindowTokenizer
 
 OVERLAP_CHUNK = 512  # examples per chunk when windowing and decoding overlap the model
 
@@ -183,7 +183,7 @@ class QuestionAnswerer:
         meta = read_meta(path) if Path(path).is_dir() else {}
         window_config = WindowConfig(**{**_meta_window(path, meta), **window})
         if Path(path).is_dir() and any(Path(path).glob("*.onnx")):
-            from .export import OnnxBackend  # onnxruntime is an optional extra
+            from pocketqa.export.exporter import OnnxBackend  # onnxruntime is an optional extra
 
             backend = OnnxBackend.from_dir(path, threads=threads)
             # tokenizers alone (no transformers, no torch): loads in 0.2 s instead of 2.4 s

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
-from .squad import Example
-from .tokenizer import as_window_tokenizer
+from pocketqa.errors import ConfigError
+from pocketqa.data.squad import Example
+from pocketqa.data.tokenizer import as_window_tokenizer
 
 
 @dataclass(frozen=True)

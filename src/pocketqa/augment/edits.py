@@ -16,7 +16,7 @@ training examples:
   replaces (Capitalized, UPPER).
 
 This module holds no model code: the transforms take a ``candidates_fn(text, spans)``
-returning candidate lists (``pocketqa.mlm.MaskedLMCandidates`` in real runs, a fake in
+returning candidate lists (``pocketqa.augment.mlm.MaskedLMCandidates`` in real runs, a fake in
 tests), and ``augment_squad_file`` streams a SQuAD file through them, paragraph by
 paragraph, writing the output as it goes.
 """
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .errors import ConfigError, PocketQAError, SquadFormatError
-from .squad import Answer, Example, iter_examples, read_json
+from pocketqa.errors import ConfigError, PocketQAError, SquadFormatError
+from pocketqa.data.squad import Answer, Example, iter_examples, read_json
 
 Span = tuple[int, int]
 CandidatesFn = Callable[[str, Sequence[Span]], list[list[str]]]

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import PocketQAError
-from .features import Features
+from pocketqa.errors import PocketQAError
+from pocketqa.data.features import Features
 
 SCORINGS = ("logits", "pipeline")
 

@@ -2,7 +2,7 @@
 
 - ``load_masked_lm`` loads any HF masked-LM directory or hub id (AutoModelForMaskedLM)
   and says so when its LM head is missing (randomly initialised).
-- ``MaskedLMCandidates`` answers ``pocketqa.augment`` candidate requests in batches: one
+- ``MaskedLMCandidates`` answers ``pocketqa.augment.edits`` candidate requests in batches: one
   row per masked word, many rows per forward pass, the vocabulary projection applied
   only at the masked positions. Words of several WordPieces get nearest neighbours in
   word vectors instead (``WordVectors``, GloVe text format) or, without a vector file,
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .augment import STOP_WORDS
-from .errors import ConfigError, PocketQAError
+from pocketqa.augment.edits import STOP_WORDS
+from pocketqa.errors import ConfigError, PocketQAError
 
 Span = tuple[int, int]
 
@@ -66,7 +66,7 @@ def load_masked_lm(name_or_path: str, device: str | None = None, dtype=None):
     from transformers import AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
-    from .models import check_device, load_kwargs, load_tokenizer, resolve_model
+    from pocketqa.models import check_device, load_kwargs, load_tokenizer, resolve_model
 
     path = resolve_model(name_or_path)
     kwargs = {"output_loading_info": True, **load_kwargs(dtype)}
@@ -394,8 +394,8 @@ def augment_with_mlm(
     """
     import torch
 
-    from .augment import select_paragraphs, write_augmented
-    from .models import check_device
+    from pocketqa.augment.edits import select_paragraphs, write_augmented
+    from pocketqa.models import check_device
 
     problems = []
     if batch_size < 1:
@@ -507,8 +507,8 @@ def fit_mlm_head(
     """
     import torch
 
-    from .models import update_meta
-    from .squad import load_squad
+    from pocketqa.models import update_meta
+    from pocketqa.data.squad import load_squad
 
     contexts = list(dict.fromkeys(ex.context for ex in load_squad(data)))
     if len(contexts) <= config.eval_contexts:

@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import PocketQAError
+from pocketqa.errors import PocketQAError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,7 +111,7 @@ def _window_kwargs(args) -> dict:
 
 
 def _load_answerer(args, threshold=None):
-    from .answerer import QuestionAnswerer
+    from pocketqa.inference.answerer import QuestionAnswerer
 
     return QuestionAnswerer.from_pretrained(
         args.model,
@@ -187,8 +187,8 @@ def _add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    from .evaluation import load_questions
-    from .squad import write_json_atomic
+    from pocketqa.evaluation.scoring import load_questions
+    from pocketqa.data.squad import write_json_atomic
 
     _output_file(args.out, "--out", (("--data", args.data),))
     if args.null_odds is not None:
@@ -224,7 +224,7 @@ def _add_evaluate(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_files, evaluate_model
+    from pocketqa.evaluation.scoring import evaluate_files, evaluate_model
 
     if args.out is not None:
         _output_file(args.out, "--out", (("--data", args.data), ("--predictions", args.predictions),
@@ -249,7 +249,7 @@ def cmd_evaluate(args) -> int:
         scores = report["scores"]
         print(json.dumps(scores, indent=2))
     if args.out:
-        from .squad import write_json_atomic
+        from pocketqa.data.squad import write_json_atomic
 
         write_json_atomic(scores, args.out, indent=2)
     return 0
@@ -276,7 +276,7 @@ def _add_serve(sub) -> None:
 
 
 def cmd_serve(args) -> int:
-    from .serve import Limits, serve
+    from pocketqa.serve.app import Limits, serve
 
     limits = Limits(
         max_body_bytes=args.max_body_bytes,
@@ -334,8 +334,8 @@ def _add_augment(sub) -> None:
 def cmd_augment(args) -> int:
     import warnings
 
-    from .augment import AugmentConfig, merge_shards, parse_shard
-    from .errors import ConfigError
+    from pocketqa.augment.edits import AugmentConfig, merge_shards, parse_shard
+    from pocketqa.errors import ConfigError
 
     if args.merge:
         stats = merge_shards(args.merge, args.out)
@@ -356,7 +356,7 @@ def cmd_augment(args) -> int:
         shard_index=shard_index,
         num_shards=num_shards,
     )
-    from .mlm import augment_with_mlm
+    from pocketqa.augment.mlm import augment_with_mlm
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -397,7 +397,7 @@ def _add_mlm_head(sub) -> None:
 
 
 def cmd_mlm_head(args) -> int:
-    from .mlm import MLMHeadConfig, fit_mlm_head
+    from pocketqa.augment.mlm import MLMHeadConfig, fit_mlm_head
 
     _fresh_out_dir(args.out, args.overwrite)
     config = MLMHeadConfig(
@@ -457,7 +457,7 @@ def _add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from .train import TrainConfig, train
+    from pocketqa.recipes.finetune import TrainConfig, train
 
     keys = (
         "model", "train", "dev", "out", "name", "max_seq_length", "doc_stride", "max_query_length",
@@ -542,7 +542,7 @@ def _add_distill(sub) -> None:
 def cmd_distill(args) -> int:
     from dataclasses import fields
 
-    from .distill import DistillConfig, config_from_dict, distill, load_recipe
+    from pocketqa.recipes.distill import DistillConfig, config_from_dict, distill, load_recipe
 
     flags = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if getattr(args, f.name, None) is not None}
     values = load_recipe(args.recipe) if args.recipe is not None else {}
@@ -571,7 +571,7 @@ def cmd_distill(args) -> int:
 
 
 def _add_export(sub) -> None:
-    from .export import DEFAULT_OPSET
+    from pocketqa.export.exporter import DEFAULT_OPSET
 
     p = sub.add_parser("export", help="export a model to ONNX (optionally int8) for fast CPU inference")
     p.add_argument("--model", default=None, help="PyTorch model dir, hub id or pip:NAME (default: the bundled model)")
@@ -596,13 +596,13 @@ def _add_export(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    from .export import INT8_PER_CHANNEL, INT8_REDUCE_RANGE, export_model, format_report
+    from pocketqa.export.exporter import INT8_PER_CHANNEL, INT8_REDUCE_RANGE, export_model, format_report
 
     if not (args.out / "export.json").is_file():  # re-exporting into an earlier export is fine
         _fresh_out_dir(args.out, args.overwrite)
     examples = None
     if args.check is not None:
-        from .squad import load_squad
+        from pocketqa.data.squad import load_squad
 
         examples = load_squad(args.check)
         if args.check_limit is not None:
@@ -647,7 +647,7 @@ def _add_card(sub) -> None:
 
 
 def cmd_card(args) -> int:
-    from .card import write_card
+    from pocketqa.card import write_card
 
     path = write_card(args.model, dev_path=args.dev, bench_questions=args.bench_questions, threads=args.threads)
     print(f"wrote {path}")
@@ -674,7 +674,7 @@ def _add_assemble_teacher(sub) -> None:
 
 
 def cmd_assemble_teacher(args) -> int:
-    from .teacher import assemble_teacher
+    from pocketqa.teacher import assemble_teacher
 
     if args.out.exists() and not args.out.is_dir():
         raise PocketQAError(f"--out {args.out}: is a file, expected a directory to create")

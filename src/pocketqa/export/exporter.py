@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PocketQAError, missing_extra
-from .squad import Answer, Example, write_json_atomic
+from pocketqa.errors import PocketQAError, missing_extra
+from pocketqa.data.squad import Answer, Example, write_json_atomic
 
 MODEL_FILE = "model.onnx"
 FP32_FILE = "model_fp32.onnx"
@@ -214,7 +214,7 @@ SAMPLE_EXAMPLES = (
 
 
 def _with_backend(qa, backend):
-    from .answerer import QuestionAnswerer
+    from pocketqa.inference.answerer import QuestionAnswerer
 
     return QuestionAnswerer(
         backend, qa.tokenizer, window=qa.window, threshold=qa.threshold, n_best=qa.n_best,
@@ -223,7 +223,7 @@ def _with_backend(qa, backend):
 
 
 def _scores(examples, decoded, threshold: float) -> dict:
-    from .evaluation import score_decoded
+    from pocketqa.evaluation.scoring import score_decoded
 
     s = score_decoded(examples, decoded, threshold)
     return {k: float(s[k]) for k in ("exact", "f1", "best_exact", "best_f1")}
@@ -246,8 +246,8 @@ def compare_answerers(reference, candidates: dict, examples: Sequence[Example], 
         the reference's threshold), "n_differing", "differing_ids" (up to 10), "reference"/"candidate"
         (EM/F1 at the threshold and best), "delta_exact", "delta_f1"}}.
     """
-    from .decode import decode_features
-    from .features import make_features
+    from pocketqa.inference.decode import decode_features
+    from pocketqa.data.features import make_features
 
     examples = list(examples)
     features = make_features(examples, reference.tokenizer, reference.window)
@@ -305,7 +305,7 @@ def check_parity(
         The comparison of ``compare_answerers`` plus "passed_fp32": whether logits agree within
         ``FP32_TOLERANCE`` and all answers are identical (the bar for an fp32 export).
     """
-    from .answerer import QuestionAnswerer
+    from pocketqa.inference.answerer import QuestionAnswerer
 
     onnx_qa = QuestionAnswerer.from_pretrained(onnx_dir, threads=threads)
     if not isinstance(onnx_qa.backend, OnnxBackend):
@@ -518,9 +518,9 @@ def export_model(
         PocketQAError: bad paths, export failure, or an fp32 graph that fails parity
             (the files are kept for inspection and export.json says why).
     """
-    from .answerer import QuestionAnswerer, TorchBackend, _meta_threshold, _meta_window
-    from .features import WindowConfig, make_features, pad_batch
-    from .models import (
+    from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend, _meta_threshold, _meta_window
+    from pocketqa.data.features import WindowConfig, make_features, pad_batch
+    from pocketqa.models import (
         dir_size_mb,
         load_qa_model,
         load_tokenizer,
@@ -635,7 +635,7 @@ def _versions() -> dict:
     import torch
 
     ort = _ort()
-    from . import __version__
+    from pocketqa import __version__
 
     return {"pocketqa": __version__, "torch": torch.__version__, "onnxruntime": ort.__version__}
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import PocketQAError
+from pocketqa.errors import PocketQAError
 
 ROLES = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token")
 

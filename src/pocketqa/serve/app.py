@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .answerer import QuestionAnswerer
-from .decode import Decoded
-from .errors import ConfigError, PocketQAError, missing_extra
-from .models import dir_size_mb
-from .squad import Example, unencodable_at
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.inference.decode import Decoded
+from pocketqa.errors import ConfigError, PocketQAError, missing_extra
+from pocketqa.models import dir_size_mb
+from pocketqa.data.squad import Example, unencodable_at
 
-logger = logging.getLogger("pocketqa.serve")
+logger = logging.getLogger("pocketqa.serve.app")
 
 API_KEY_ENV = "POCKETQA_API_KEY"
 API_KEY_HEADER = "X-API-Key"
@@ -340,7 +340,7 @@ def _schemas():
 
 
 def _page() -> str:
-    return resources.files("pocketqa").joinpath("static/index.html").read_text(encoding="utf-8")
+    return resources.files("pocketqa").joinpath("serve/static/index.html").read_text(encoding="utf-8")
 
 
 def create_app(
@@ -617,7 +617,7 @@ def serve(
         import uvicorn
     except ImportError as e:
         raise missing_extra(e.name if e.name in ("fastapi", "uvicorn") else "fastapi", "serve") from None
-    from .models import resolve_model
+    from pocketqa.models import resolve_model
 
     api_key = resolve_api_key(api_key)
     check_api_key(api_key)  # these two before the slow model load (uvicorn would exit 3 after it)

@@ -1,0 +1,1 @@
+"""Answer-keeping data augmentation: word edits and masked-LM / word-vector candidates."""

@@ -1,0 +1,1 @@
+"""The ``pocketqa`` command line: one module per command group; ``main`` is the entry point."""

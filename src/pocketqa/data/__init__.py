@@ -1,0 +1,1 @@
+"""Data: SQuAD files, tokenizers, question/context windows."""

@@ -1,0 +1,1 @@
+"""Inference: model backends (PyTorch, ONNX Runtime), span decoding, QuestionAnswerer."""

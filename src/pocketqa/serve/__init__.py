@@ -1,0 +1,1 @@
+"""The HTTP server: API, micro-batcher, the static page."""
