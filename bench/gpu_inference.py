@@ -53,7 +53,8 @@ def make_answerer(model_dir: Path, device: str, dtype: str, batch_size: int):
     """A QuestionAnswerer whose PyTorch model holds its weights in ``dtype`` (logits come back as fp32)."""
     import torch
 
-    from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend
+    from pocketqa.inference.answerer import QuestionAnswerer
+    from pocketqa.inference.backends import TorchBackend
     from pocketqa.data.features import WindowConfig
     from pocketqa.models import load_qa_model, load_tokenizer
 

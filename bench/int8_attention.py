@@ -42,7 +42,8 @@ def build_graphs(name: str, root: Path) -> dict[str, Path]:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from transformers import BertConfig, BertForQuestionAnswering
 
-    from pocketqa.export.exporter import DEFAULT_OPSET, SLOW_CPU_FUSIONS, export_graph
+    from pocketqa.export.exporter import DEFAULT_OPSET, export_graph
+    from pocketqa.inference.onnx_backend import SLOW_CPU_FUSIONS
 
     hidden, layers, heads, intermediate = SHAPES[name]
     torch.manual_seed(0)
@@ -70,7 +71,7 @@ def build_graphs(name: str, root: Path) -> dict[str, Path]:
 def main() -> None:
     import onnxruntime as ort
 
-    from pocketqa.export.exporter import SLOW_CPU_FUSIONS
+    from pocketqa.inference.onnx_backend import SLOW_CPU_FUSIONS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="minilm-L6,bert-6L-768")

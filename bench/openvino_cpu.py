@@ -47,7 +47,7 @@ def main() -> None:
 
     import openvino
 
-    from pocketqa.export.exporter import MODEL_FILE, open_session
+    from pocketqa.inference.onnx_backend import MODEL_FILE, open_session
 
     runners = {}
     session = open_session(args.fp32 / MODEL_FILE, threads=args.threads)

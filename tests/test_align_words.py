@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import CONTEXTS, WORDS, build_tokenizer
-from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.inference.backends import TorchBackend
 from pocketqa.cli.main import main
 from pocketqa.inference.decode import _word_chars, decode_example, decode_features
 from pocketqa.errors import PocketQAError

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from conftest import CONTEXTS, build_bert
-from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.inference.backends import TorchBackend
 from pocketqa.inference.decode import decode_example
 from pocketqa.errors import PocketQAError
 from pocketqa.data.features import WindowConfig
-from pocketqa.models import update_meta
+from pocketqa.modeldir import update_meta
 from pocketqa.data.squad import Example
 
 LONG = " ".join(f"paris was built in year {i} by the king of france and the people of the city." for i in range(40))

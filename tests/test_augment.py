@@ -330,7 +330,7 @@ def test_fit_mlm_head_trains_only_the_head(tmp_path):
     from transformers import BertConfig, BertModel
 
     from pocketqa.augment.mlm import MLMHeadConfig, fit_mlm_head, load_masked_lm
-    from pocketqa.models import read_meta
+    from pocketqa.modeldir import read_meta
 
     tok = build_tokenizer()
     torch.manual_seed(0)

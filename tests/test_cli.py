@@ -9,7 +9,7 @@ import pytest
 from conftest import squad_dict
 from pocketqa.cli.main import main
 from pocketqa.evaluation.metrics import squad_v2_eval
-from pocketqa.models import read_meta
+from pocketqa.modeldir import read_meta
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 

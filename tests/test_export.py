@@ -12,21 +12,20 @@ pytest.importorskip("onnx")
 
 from conftest import build_bert  # noqa: E402
 
-from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend  # noqa: E402
+from pocketqa.inference.answerer import QuestionAnswerer  # noqa: E402
+from pocketqa.inference.backends import TorchBackend  # noqa: E402
 from pocketqa.cli.main import main  # noqa: E402
 from pocketqa.errors import PocketQAError  # noqa: E402
 from pocketqa.export.exporter import (  # noqa: E402
     EXPORT_FILE,
     FP32_FILE,
     FP32_TOLERANCE,
-    MODEL_FILE,
-    OnnxBackend,
     check_parity,
     compare_answerers,
     export_model,
-    open_session,
     qa_head_nodes,
 )
+from pocketqa.inference.onnx_backend import MODEL_FILE, OnnxBackend, open_session  # noqa: E402
 from pocketqa.data.features import WindowConfig, make_features, pad_batch  # noqa: E402
 from pocketqa.models import load_qa_model  # noqa: E402
 from pocketqa.data.squad import Example, load_squad  # noqa: E402

@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from conftest import CONTEXTS, SlowBackend  # noqa: E402
 from pocketqa.inference.answerer import QuestionAnswerer  # noqa: E402
 from pocketqa.errors import ConfigError  # noqa: E402
-from pocketqa.models import dir_size_mb, update_meta  # noqa: E402
+from pocketqa.models import dir_size_mb  # noqa: E402
+from pocketqa.modeldir import update_meta  # noqa: E402
 from pocketqa.serve.app import API_KEY_ENV, Limits, create_app, resolve_api_key  # noqa: E402
 
 # (question, context) pairs: every question of the fixture contexts, plus one off-topic.

@@ -302,7 +302,8 @@ def test_two_process_ddp_matches_one_process(tmp_path, no_dropout_dir, tiny_squa
 def test_output_loads_in_transformers_and_answers_the_same(tmp_path, encoder_dir, tiny_squad_file):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend
+    from pocketqa.inference.answerer import QuestionAnswerer
+    from pocketqa.inference.backends import TorchBackend
 
     result = train(config(tmp_path, encoder_dir, tiny_squad_file, dev=str(tiny_squad_file), epochs=3, save_steps=4))
     out = tmp_path / "out"

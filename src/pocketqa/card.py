@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from pocketqa.errors import PocketQAError
-from pocketqa.models import dir_size_mb, read_json_file, read_meta
+from pocketqa.models import dir_size_mb
+from pocketqa.modeldir import read_json_file, read_meta
 
 CARD_FILE = "README.md"
 EVAL_FILE = "eval_results.json"

@@ -13,7 +13,15 @@ class SquadFormatError(PocketQAError, ValueError):
 
 
 class ConfigError(PocketQAError, ValueError):
-    """A recipe or command configuration is invalid; the message lists every problem."""
+    """A recipe or command configuration is invalid; the message lists every problem.
+
+    Attributes:
+        problems: The individual problems, when several were found at once.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems) if problems else []
 
 
 def missing_extra(package: str, extra: str) -> ImportError:

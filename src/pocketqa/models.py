@@ -8,13 +8,11 @@ calibrated no-answer threshold, metrics, the recipe that made it).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from pocketqa.errors import PocketQAError
-
-META_FILE = "pocketqa.json"
+from pocketqa.modeldir import update_meta
 
 # Short names for encoders that install offline as Python packages.
 PIP_MODELS = {
@@ -66,33 +64,6 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> str:
         # "runs/minilm-typo" next to an existing runs/: a mistyped directory, not a hub id to retry for a minute
         raise PocketQAError(f"{name}: no such model directory in {path.parent} (a hub id would be ORG/NAME with no local {path.parent}/)")
     return name
-
-
-def read_json_file(path: str | os.PathLike) -> dict:
-    """Reads a small JSON file of a model dir ({} when absent), one clear error when invalid."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise PocketQAError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
-
-
-def read_meta(model_dir: str | os.PathLike) -> dict:
-    """Reads ``pocketqa.json`` of a local model dir ({} when absent or not local)."""
-    return read_json_file(Path(model_dir) / META_FILE)
-
-
-def update_meta(model_dir: str | os.PathLike, **updates) -> dict:
-    """Merges ``updates`` into ``pocketqa.json`` (written atomically) and returns the result."""
-    model_dir = Path(model_dir)
-    meta = read_meta(model_dir)
-    meta.update(updates)
-    tmp = model_dir / f".{META_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, model_dir / META_FILE)
-    return meta
 
 
 # Files that hold a tokenizer's vocabulary (fast tokenizer.json, WordPiece, BPE, SentencePiece).

@@ -379,7 +379,7 @@ def assemble_teacher(
     Returns:
         :func:`verify_teacher`'s description of the result.
     """
-    from pocketqa.models import update_meta
+    from pocketqa.modeldir import update_meta
 
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():

@@ -507,7 +507,7 @@ def fit_mlm_head(
     """
     import torch
 
-    from pocketqa.models import update_meta
+    from pocketqa.modeldir import update_meta
     from pocketqa.data.squad import load_squad
 
     contexts = list(dict.fromkeys(ex.context for ex in load_squad(data)))

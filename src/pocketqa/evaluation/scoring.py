@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pocketqa.errors import PocketQAError
 from pocketqa.evaluation.metrics import squad_v2_eval
-from pocketqa.models import update_meta
+from pocketqa.modeldir import update_meta
 from pocketqa.data.squad import load_squad, read_json, to_squad_json
 
 BEST_KEYS = ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
@@ -124,7 +124,7 @@ def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = Fals
         model_dir = Path(resolve_model(model_arg))
         if not model_dir.is_dir():
             raise PocketQAError(f"--save-threshold needs a local model directory, got {model_arg!r}")
-        from pocketqa.inference.answerer import threshold_key
+        from pocketqa.modeldir import threshold_key
 
         # The decoding settings the threshold was found with: null odds depend on them.
         calibration = {"data": str(data_path), "best_f1": scores["best_f1"], "best_exact": scores["best_exact"],

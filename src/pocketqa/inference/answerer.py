@@ -7,91 +7,24 @@ exported directory), and the logits are decoded per question (see decode.py).
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import math
 import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from pocketqa.inference.decode import Decoded, check_align_to_words, check_scoring, decode_features
 from pocketqa.errors import PocketQAError
 from pocketqa.data.features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
-from pocketqa.models import load_qa_model, load_tokenizer, read_meta, resolve_model
+from pocketqa.inference.backends import Backend, TorchBackend
+from pocketqa.modeldir import meta_threshold, meta_window, read_meta
+from pocketqa.models import load_qa_model, load_tokenizer, resolve_model
 from pocketqa.data.squad import Example, unencodable_at
 from pocketqa.data.tokenizer import TOKENIZER_FILE, WindowTokenizer
 
 OVERLAP_CHUNK = 512  # examples per chunk when windowing and decoding overlap the model
-
-
-class Backend(Protocol):
-    """Runs a QA model on a padded batch; PyTorch and ONNX Runtime implement it.
-
-    Attributes:
-        input_names: The inputs the model takes.
-        batch_invariant: Whether a window's logits are independent of the windows batched
-            with it. Dynamically quantized (int8) graphs are not: each call quantizes its
-            activations with one scale over the whole batch, padding included, so they
-            run one window per call.
-    """
-
-    input_names: list[str]
-    batch_invariant: bool  # optional: True when absent
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Returns float32 (start_logits, end_logits), each of shape [batch, seq_len]."""
-        ...
-
-
-class TorchBackend:
-    """Runs an ``AutoModelForQuestionAnswering`` under ``torch.inference_mode``."""
-
-    batch_invariant = True  # up to float rounding
-
-    def __init__(self, model, device: str = "cpu", threads: int | None = None):
-        import torch
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
-        # Ask the model which inputs it takes (DistilBERT/RoBERTa-style models take no token types).
-        params = inspect.signature(model.forward).parameters
-        self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in params]
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items() if k in self.input_names}
-        with torch.inference_mode():
-            out = self.model(**inputs)
-        return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
-
-
-def _meta_window(path, meta: dict) -> dict:
-    """The window settings stored in a model's pocketqa.json, checked against WindowConfig's fields."""
-    win = meta.get("window", {})
-    where = Path(path) / "pocketqa.json"
-    if not isinstance(win, dict):
-        raise PocketQAError(f"{where}: 'window' must be a mapping, found {type(win).__name__}")
-    unknown = sorted(set(win) - {f.name for f in dataclasses.fields(WindowConfig)})
-    if unknown:
-        raise PocketQAError(f"{where}: unknown window setting(s) {unknown} "
-                            f"(known: {[f.name for f in dataclasses.fields(WindowConfig)]})")
-    return win
-
-
-def _meta_threshold(path, meta: dict, scoring: str) -> float:
-    """The threshold calibrated for ``scoring`` in a model's pocketqa.json (0.0 when absent), checked."""
-    threshold = meta.get(threshold_key(scoring), 0.0)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise PocketQAError(f"{Path(path) / 'pocketqa.json'}: {threshold_key(scoring)} must be a finite number, "
-                            f"found {threshold!r}")
-    return float(threshold)
 
 
 def _auto_device() -> str:
@@ -181,9 +114,9 @@ class QuestionAnswerer:
                         threads=threads)
         path = resolve_model(name_or_path)
         meta = read_meta(path) if Path(path).is_dir() else {}
-        window_config = WindowConfig(**{**_meta_window(path, meta), **window})
+        window_config = WindowConfig(**{**meta_window(path, meta), **window})
         if Path(path).is_dir() and any(Path(path).glob("*.onnx")):
-            from pocketqa.export.exporter import OnnxBackend  # onnxruntime is an optional extra
+            from pocketqa.inference.onnx_backend import OnnxBackend  # onnxruntime is an optional extra
 
             backend = OnnxBackend.from_dir(path, threads=threads)
             # tokenizers alone (no transformers, no torch): loads in 0.2 s instead of 2.4 s
@@ -196,7 +129,7 @@ class QuestionAnswerer:
             device = device or _auto_device()
             backend = TorchBackend(load_qa_model(path, device=device), device=device, threads=threads)
         if threshold is None:
-            threshold = _meta_threshold(path, meta, scoring)
+            threshold = meta_threshold(path, meta, scoring)
         if batch_size is None:
             on_gpu = isinstance(backend, TorchBackend) and backend.device.type != "cpu"
             batch_size = 64 if on_gpu else 4
@@ -382,11 +315,6 @@ def _check_settings(threshold: float | None = None, **counts) -> None:
         problems.append(f"threshold must be a finite number, found {threshold!r}")
     if problems:
         raise PocketQAError("; ".join(problems))
-
-
-def threshold_key(scoring: str, name: str = "threshold") -> str:
-    """The pocketqa.json key of a calibration entry (``name``) for a scoring rule."""
-    return name if scoring == "logits" else f"{scoring}_{name}"
 
 
 def _finite(x: float, big: float = 1e6) -> float:

@@ -41,17 +41,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pocketqa.inference.backends import model_input_names
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig
-from pocketqa.models import (
-    META_FILE,
-    error_line,
-    load_qa_model,
-    load_tokenizer,
-    resolve_model,
-    save_qa_model,
-    update_meta,
-)
+from pocketqa.models import error_line, load_qa_model, load_tokenizer, resolve_model, save_qa_model
+from pocketqa.modeldir import META_FILE, update_meta
 from pocketqa.recipes.finetune import (
     LOG_FILE,
     RunLog,
@@ -904,7 +898,7 @@ def teacher_logits(
         return cached
     reason = _stale_reason(root, parts) if root.is_dir() else ""
     teacher = load_teacher()
-    names = _input_names(teacher)
+    names = model_input_names(teacher)
     collate_names = ["input_ids", "attention_mask", *(["token_type_ids"] if "token_type_ids" in names else [])]
     tmp = root / f".tmp-{key[:16]}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -952,14 +946,6 @@ def default_cache_root() -> Path:
 
 
 # -- shared loop pieces ----------------------------------------------------------------
-
-
-def _input_names(model) -> list[str]:
-    """The inputs among input_ids / attention_mask / token_type_ids that ``model`` takes."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in params]
 
 
 def _autocast(device, precision: str):
@@ -1099,7 +1085,7 @@ def distill_intermediate(
     total = _total_steps(len(data), batch_size, epochs, max_steps)
     optimizer = build_optimizer(student, learning_rate, weight_decay, extra_params=extra)
     scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
-    s_names, t_names = _input_names(student.base_model), _input_names(teacher.base_model)
+    s_names, t_names = model_input_names(student.base_model), model_input_names(teacher.base_model)
     # Same vocabulary: one batch serves both. Bridged: the teacher's comes from the student's.
     names = sorted(set(s_names) | ({"attention_mask"} if bridge else set(t_names)))
     taps = None
@@ -1224,7 +1210,7 @@ def distill_prediction(
     torch.manual_seed(seed)
     # float32 master weights, as in stage 1: fp16 weights go nan after a few AdamW steps.
     student.to(device=device, dtype=torch.float32).train()
-    names = _input_names(student)
+    names = model_input_names(student)
     total = _total_steps(len(data), batch_size, epochs, max_steps)
     optimizer = build_optimizer(student, learning_rate, weight_decay)
     scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import difflib
 import gzip
 import hashlib
-import inspect
 import itertools
 import json
 import math
@@ -44,6 +43,7 @@ from typing import get_type_hints
 
 import numpy as np
 
+from pocketqa.inference.backends import model_input_names
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.training.losses import span_loss
@@ -573,16 +573,6 @@ def iterate_batches(
         yield b, [collate(data, part, pad_id, input_names) for part in parts]
 
 
-def model_input_names(model, tokenizer) -> list[str]:
-    """Inputs the tokenizer produces that the model's forward accepts."""
-    params = inspect.signature(model.forward).parameters
-    names = [n for n in tokenizer.model_input_names if n in params]
-    return names if "attention_mask" in names else [*names, "attention_mask"]
-
-
-# -- 3. optimizer and schedule ----------------------------------------------------------
-
-
 def build_optimizer(model, lr: float, weight_decay: float, extra_params=None, eps: float = 1e-8, fused: bool | None = None):
     """AdamW without weight decay on biases and norm weights (every parameter with ndim < 2).
 
@@ -778,7 +768,8 @@ def evaluate(model, tokenizer, window: WindowConfig, examples, features=None, de
     ``make_features(examples, tokenizer, window)``) to skip re-windowing on every call.
     Leaves the model in eval mode.
     """
-    from pocketqa.inference.answerer import QuestionAnswerer, TorchBackend
+    from pocketqa.inference.answerer import QuestionAnswerer
+    from pocketqa.inference.backends import TorchBackend
     from pocketqa.inference.decode import decode_features
     from pocketqa.evaluation.scoring import score_decoded
 
@@ -805,7 +796,8 @@ def train(config: TrainConfig) -> dict:
     """
     import torch
 
-    from pocketqa.models import META_FILE, load_qa_model, load_tokenizer, resolve_model
+    from pocketqa.models import load_qa_model, load_tokenizer, resolve_model
+    from pocketqa.modeldir import META_FILE
     from pocketqa.data.squad import load_squad
 
     rank, world, device, owns_group = _init_distributed(config.device)
@@ -1051,7 +1043,7 @@ def _check_paths(config: TrainConfig, out: Path) -> Path | None:
 
 def _clear_previous_run(out: Path) -> None:
     """Removes what an earlier run wrote (checkpoints, log, meta); other files stay."""
-    from pocketqa.models import META_FILE
+    from pocketqa.modeldir import META_FILE
 
     shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
     for name in (LOG_FILE, META_FILE):

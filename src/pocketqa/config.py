@@ -1,0 +1,374 @@
+"""Validated configuration dataclasses: one engine for every command's settings.
+
+A command's settings are one dataclass (``TrainConfig``, ``DistillConfig``, ...). This
+module gives them, once for all:
+
+* type coercion from YAML and command-line text (YAML 1.1 reads ``3e-5`` as a string),
+* "did you mean" for unknown keys, and every problem reported at once in one ConfigError,
+* recipe loading (a shipped recipe by name, or a YAML file whose relative input paths are
+  read against the recipe's folder),
+* command-line flags built from the fields (``--learning-rate`` for ``learning_rate``),
+  grouped in ``--help`` by the field's ``group`` metadata.
+
+A config class opts in with ``__post_init__`` calling :func:`validate`, and may define
+``problems(self, skip: set[str]) -> list[str]`` for range and consistency checks. Field
+metadata (``setting(...)``) holds the help text, group, choices and extra flag spellings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pocketqa.errors import ConfigError
+
+T = TypeVar("T")
+
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+def setting(
+    default: Any = None,
+    help: str | None = None,  # noqa: A002 - argparse's own word
+    *,
+    group: str = "general",
+    choices: Sequence[str] | None = None,
+    aliases: Sequence[str] = (),
+    nargs: str | None = None,
+    const: Any = None,
+    path: str | None = None,
+    flag: bool = True,
+    default_factory: Any = MISSING,
+):
+    """A dataclass field with the metadata the engine reads.
+
+    Args:
+        default: The default value (use ``default_factory`` for lists).
+        help: One line for ``--help``.
+        group: The ``--help`` section the flag is listed under.
+        choices: Allowed values (checked by :func:`validate` and by argparse).
+        aliases: Extra flag spellings, e.g. ``("--lr",)``.
+        nargs / const: argparse's, for flags such as ``--resume [DIR]``.
+        path: ``"input"`` for files or folders a recipe names relative to itself;
+            ``"model"`` for a model that may be a hub id (resolved only if it exists there).
+        flag: False for settings that have no command-line flag.
+    """
+    metadata = {"help": help, "group": group, "choices": tuple(choices) if choices else None,
+                "aliases": tuple(aliases), "nargs": nargs, "const": const, "path": path, "flag": flag}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# -- coercion and validation ---------------------------------------------------------------
+
+
+def _kinds(hint) -> tuple[type, bool, bool]:
+    """(scalar type, accepts None, is a list) of a field's type hint."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    optional = False
+    if origin in (typing.Union, types.UnionType):
+        optional = type(None) in args
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (list, tuple):
+        return (args[0] if args else str), optional, True
+    return hint, optional, False
+
+
+def convert(value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` (bool, int, float or str), or None when it cannot be read as one.
+
+    Bools are never numbers; numeric text is read as a number (YAML's ``3e-5``); an int
+    must be whole (``2.0`` is 2, ``2.5`` is not).
+    """
+    if kind is bool:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return None
+    if kind is str:
+        return os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)):
+        return None
+    if kind is int:
+        return int(value) if float(value).is_integer() else None
+    return float(value)
+
+
+def _article(kind: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, kind.__name__)
+
+
+def coerce_fields(config) -> tuple[list[str], set[str]]:
+    """Converts every field of ``config`` to its declared type, in place.
+
+    Returns:
+        The problems found (one message per bad value) and the names of the bad fields;
+        a bad field is reset to its default so that later checks do not trip on it.
+    """
+    problems: list[str] = []
+    bad: set[str] = set()
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        kind, optional, is_list = _kinds(hints[f.name])
+        value = getattr(config, f.name)
+        if value is None:
+            if not optional and not is_list:
+                problems.append(f"{f.name} must not be empty")
+                bad.add(f.name)
+            elif is_list:
+                setattr(config, f.name, [])
+            continue
+        if is_list:
+            items = [value] if isinstance(value, (str, os.PathLike)) else value
+            converted = [convert(v, kind) for v in items] if isinstance(items, (list, tuple)) else None
+            if converted is None or any(c is None for c in converted):
+                problems.append(f"{f.name} must be {_article(kind)} or a list of them, found {value!r}")
+                bad.add(f.name)
+                setattr(config, f.name, _default(f))
+            else:
+                setattr(config, f.name, converted)
+            continue
+        converted = convert(value, kind)
+        if converted is None:
+            problems.append(f"{f.name} must be {_article(kind)}, found {value!r}")
+        elif kind is float and not math.isfinite(converted):  # inf/nan pass every > 0 check
+            problems.append(f"{f.name} must be a finite number, found {value!r}")
+        elif f.metadata.get("choices") and converted not in f.metadata["choices"]:
+            problems.append(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, found {converted!r}")
+        else:
+            setattr(config, f.name, converted)
+            continue
+        bad.add(f.name)
+        setattr(config, f.name, _default(f))
+    return problems, bad
+
+
+def _default(f) -> Any:
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return None if f.default is MISSING else f.default
+
+
+def validate(config) -> None:
+    """Coerces and checks ``config``; raises one ConfigError listing every problem.
+
+    Call it from the dataclass's ``__post_init__``. The class's ``problems(skip)`` method,
+    if any, adds range and consistency checks; fields in ``skip`` were already reported.
+    """
+    problems, bad = coerce_fields(config)
+    check = getattr(config, "problems", None)
+    if check is not None:
+        problems += check(bad)
+    if problems:
+        raise ConfigError(_summary(type(config).__name__, problems), problems=problems)
+
+
+def _summary(source: str, problems: Sequence[str]) -> str:
+    return f"{source}: {len(problems)} problem(s): " + "; ".join(problems)
+
+
+def from_dict(cls: type[T], values: Mapping[str, Any], source: str = "config") -> T:
+    """Builds ``cls`` from a mapping (a recipe, flags); unknown keys are reported, not dropped.
+
+    Keys may be spelled with ``-`` or ``_``. Every problem (unknown keys with a "did you
+    mean", bad types, bad values) comes in one ConfigError that starts with ``source``.
+    """
+    names = [f.name for f in fields(cls)]
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    problems = []
+    unknown = [k for k in values if k not in names]
+    for key in unknown:
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+        problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    try:
+        config = cls(**{k: v for k, v in values.items() if k in names})
+    except ConfigError as e:
+        problems += e.problems or [str(e)]
+        config = None
+    if problems:
+        if unknown:
+            problems.append(f"(known keys: {', '.join(names)})")
+        count = sum(not p.startswith("(known keys") for p in problems)
+        raise ConfigError(f"{source}: {count} problem(s): " + "; ".join(problems), problems=problems)
+    return config
+
+
+def to_dict(config) -> dict:
+    """The settings as a plain dict (what pocketqa.json and log.jsonl record)."""
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+# -- recipes ------------------------------------------------------------------------------
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """The recipes that ship inside the package, by name (file name without .yaml)."""
+    folder = resources.files("pocketqa") / "recipes"
+    return {
+        Path(entry.name).stem: Path(os.fspath(entry))
+        for entry in folder.iterdir()
+        if entry.name.endswith(RECIPE_SUFFIXES)
+    }
+
+
+def recipe_summary(path: Path) -> str:
+    """The first comment line of a recipe: what it trains."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def find_recipe(name_or_path: str | os.PathLike) -> tuple[Path, bool]:
+    """Resolves a recipe: a file path, or the name of a shipped recipe.
+
+    Returns:
+        The recipe file and whether it is a shipped one.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path, False
+    shipped = shipped_recipes()
+    name = path.name[: -len(path.suffix)] if path.suffix in RECIPE_SUFFIXES else path.name
+    if name in shipped and (len(path.parts) == 1 or not path.parent.exists() or path.parent.name == "recipes"):
+        return shipped[name], True
+    close = difflib.get_close_matches(name, list(shipped), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"{name_or_path}: no such recipe file or shipped recipe{hint}; `pocketqa recipes` lists the shipped ones"
+    )
+
+
+def read_yaml(path: Path) -> dict:
+    """Reads a recipe YAML file into a dict (keys as written); names the file and line on error."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a recipe is a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the recipe ({e.strerror})") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, found {type(values).__name__}")
+    return values
+
+
+def load_recipe(cls: type, name_or_path: str | os.PathLike) -> tuple[dict, str]:
+    """Reads a recipe for config class ``cls``.
+
+    Relative input paths in a recipe file (fields with ``path="input"``) are read against
+    the recipe's folder, so a recipe works from any working directory; a ``path="model"``
+    field is resolved there only when it exists there (otherwise it may be a hub id or a
+    run made from the working directory). Outputs stay relative to the working directory.
+
+    Returns:
+        The values and a source label for messages (the file, or ``recipe NAME``).
+    """
+    path, shipped = find_recipe(name_or_path)
+    values = read_yaml(path)
+    if shipped:
+        return values, f"recipe {path.stem!r}"
+    kinds = {f.name: f.metadata.get("path") for f in fields(cls)}
+    base = path.parent
+    for key, value in list(values.items()):
+        kind = kinds.get(str(key).replace("-", "_"))
+        if kind is None or value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            values[key] = [_resolve(v, base, kind) for v in value]
+        else:
+            values[key] = _resolve(value, base, kind)
+    return values, str(path)
+
+
+def _resolve(value, base: Path, kind: str):
+    if not isinstance(value, (str, os.PathLike)) or str(value).startswith("pip:") or Path(value).is_absolute():
+        return value
+    candidate = base / value
+    if kind == "input" or candidate.exists():
+        return str(candidate)
+    return value
+
+
+def require_inputs(values: Mapping[str, Any], source: str, required: Sequence[str]) -> None:
+    """For a shipped recipe: its data paths must come from the command line."""
+    missing = [k for k in required if not values.get(k)]
+    if missing:
+        flags = " and ".join(f"--{k.replace('_', '-')} FILE" for k in missing)
+        raise ConfigError(f"{source} is shipped without data paths: give {flags}")
+
+
+# -- command-line flags -----------------------------------------------------------------
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
+    """Adds a flag for every field of ``cls``, grouped by the fields' ``group`` metadata.
+
+    Every flag defaults to None, meaning "not given", so that a recipe's value stands unless
+    the flag overrides it. Bools get ``--name`` / ``--no-name``.
+    """
+    hints = typing.get_type_hints(cls)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields(cls):
+        meta = f.metadata
+        if f.name in skip or not meta.get("flag", True):
+            continue
+        group_name = meta.get("group", "general")
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(f"{group_name} settings")
+        kind, _, is_list = _kinds(hints[f.name])
+        names = [f"--{f.name.replace('_', '-')}", *meta.get("aliases", ())]
+        kwargs: dict[str, Any] = {"default": None, "dest": f.name, "help": _help(meta.get("help"), f)}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = f.name.upper()
+            if meta.get("choices"):
+                kwargs["choices"] = meta["choices"]
+                kwargs.pop("metavar")
+            if is_list:
+                kwargs["nargs"] = "+"
+            elif meta.get("nargs"):
+                kwargs["nargs"] = meta["nargs"]
+                kwargs["const"] = meta.get("const")
+        groups[group_name].add_argument(*names, **kwargs)
+
+
+def _help(text: str | None, f) -> str:
+    default = _default(f)
+    shown = "" if default in (None, [], ()) or isinstance(default, bool) else f" (default: {default})"
+    return (text or "") + shown
+
+
+def flag_values(args: argparse.Namespace, cls: type) -> dict:
+    """The settings given on the command line (flags left out are not in the dict)."""
+    return {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
