@@ -31,8 +31,8 @@ import torch
 from conftest import build_bert, build_tokenizer, squad_dict
 
 # -- pocketqa internals: the only lines to update when the modules move -------------------------
-from pocketqa.distill import DistillConfig, distill
-from pocketqa.train import TrainConfig, read_log, train
+from pocketqa.recipes.distill import DistillConfig, distill
+from pocketqa.recipes.finetune import TrainConfig, read_log, train
 # ---------------------------------------------------------------------------------------------
 
 GOLDEN_DIR = Path(__file__).parent / "assets" / "golden"
