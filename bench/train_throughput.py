@@ -46,7 +46,8 @@ import torch
 from pocketqa.data.features import WindowConfig
 from pocketqa.models import load_qa_model, load_tokenizer, resolve_model
 from pocketqa.data.squad import load_squad, write_squad
-from pocketqa.recipes.finetune import TrainConfig, build_scheduler, load_train_features, read_log, train
+from pocketqa.recipes.finetune import build_scheduler, load_train_features, read_log, train
+from pocketqa.recipes.configs import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_CANDIDATES = [REPO / ".carry/data/train-v2.0.json.gz", REPO.parent / "shared/data/squad2/train-v2.0.json.gz"]

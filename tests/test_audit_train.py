@@ -15,15 +15,8 @@ import pocketqa.recipes.finetune as train_mod
 from pocketqa.recipes.distill import TeacherLogits, answer_mask, distill_prediction, load_data
 from pocketqa.data.features import WindowConfig
 from pocketqa.training.losses import span_loss
-from pocketqa.recipes.finetune import (
-    TrainConfig,
-    batch_order,
-    collate,
-    epoch_seed,
-    list_checkpoints,
-    load_train_features,
-    train,
-)
+from pocketqa.recipes.finetune import batch_order, collate, epoch_seed, list_checkpoints, load_train_features, train
+from pocketqa.recipes.configs import TrainConfig
 
 WINDOW = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}
 

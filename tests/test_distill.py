@@ -11,21 +11,9 @@ import torch
 from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, bad_squad_file, poison_after_each_step, squad_dict
 
 from pocketqa.cli.main import main
-from pocketqa.recipes.distill import (
-    DistillConfig,
-    QueryKeyTap,
-    answer_mask,
-    build_student,
-    check_pair,
-    config_from_dict,
-    distill,
-    distill_intermediate,
-    load_data,
-    load_projection,
-    parse_layer_map,
-    pick_layers,
-    uniform_layer_map,
-)
+from pocketqa.recipes.distill import QueryKeyTap, answer_mask, build_student, check_pair, distill, distill_intermediate, load_data, load_projection
+from pocketqa.recipes.configs import DistillConfig, config_from_dict
+from pocketqa.training.layer_map import parse_layer_map, pick_layers, uniform_layer_map
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.data.squad import load_squad

@@ -18,19 +18,8 @@ from conftest import REPO, CountingTeacher, build_bert, squad_dict
 from test_bridge import build_mpnet, build_mpnet_style_tokenizer
 
 from pocketqa.cli.main import main
-from pocketqa.recipes.distill import (
-    BRIDGES,
-    DistillConfig,
-    QueryKeyTap,
-    TeacherLogits,
-    answer_mask,
-    config_from_dict,
-    distill,
-    distill_prediction,
-    load_data,
-    load_projection,
-    load_recipe,
-)
+from pocketqa.recipes.distill import QueryKeyTap, TeacherLogits, answer_mask, distill, distill_prediction, load_data, load_projection
+from pocketqa.recipes.configs import BRIDGES, DistillConfig, config_from_dict, load_recipe
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.models import load_qa_model

@@ -31,8 +31,10 @@ import torch
 from conftest import build_bert, build_tokenizer, squad_dict
 
 # -- pocketqa internals: the only lines to update when the modules move -------------------------
-from pocketqa.recipes.distill import DistillConfig, distill
-from pocketqa.recipes.finetune import TrainConfig, read_log, train
+from pocketqa.recipes.distill import distill
+from pocketqa.recipes.configs import DistillConfig
+from pocketqa.recipes.finetune import read_log, train
+from pocketqa.recipes.configs import TrainConfig
 # ---------------------------------------------------------------------------------------------
 
 GOLDEN_DIR = Path(__file__).parent / "assets" / "golden"

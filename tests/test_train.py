@@ -21,18 +21,8 @@ from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features, pad_batch
 from pocketqa.training.losses import span_loss
 from pocketqa.data.squad import load_squad
-from pocketqa.recipes.finetune import (
-    TrainConfig,
-    batch_order,
-    build_optimizer,
-    collate,
-    file_sha256,
-    list_checkpoints,
-    load_train_features,
-    read_log,
-    split_batch,
-    train,
-)
+from pocketqa.recipes.finetune import batch_order, build_optimizer, collate, file_sha256, list_checkpoints, load_train_features, read_log, split_batch, train
+from pocketqa.recipes.configs import TrainConfig
 
 WINDOW = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}
 

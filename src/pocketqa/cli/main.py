@@ -457,7 +457,8 @@ def _add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from pocketqa.recipes.finetune import TrainConfig, train
+    from pocketqa.recipes.finetune import train
+    from pocketqa.recipes.configs import TrainConfig
 
     keys = (
         "model", "train", "dev", "out", "name", "max_seq_length", "doc_stride", "max_query_length",
@@ -542,7 +543,8 @@ def _add_distill(sub) -> None:
 def cmd_distill(args) -> int:
     from dataclasses import fields
 
-    from pocketqa.recipes.distill import DistillConfig, config_from_dict, distill, load_recipe
+    from pocketqa.recipes.distill import distill
+    from pocketqa.recipes.configs import DistillConfig, config_from_dict, load_recipe
 
     flags = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if getattr(args, f.name, None) is not None}
     values = load_recipe(args.recipe) if args.recipe is not None else {}

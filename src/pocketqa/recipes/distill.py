@@ -26,7 +26,6 @@ See docs/distillation.md for the choices and the numbers.
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import math
@@ -35,7 +34,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +42,8 @@ import numpy as np
 
 from pocketqa.inference.backends import model_input_names
 from pocketqa.errors import ConfigError, PocketQAError
+from pocketqa.recipes.configs import DistillConfig
+from pocketqa.training.layer_map import parse_layer_map, pick_layers, uniform_layer_map
 from pocketqa.data.features import WindowConfig
 from pocketqa.models import error_line, load_qa_model, load_tokenizer, resolve_model, save_qa_model
 from pocketqa.modeldir import META_FILE, update_meta
@@ -66,10 +67,6 @@ from pocketqa.recipes.finetune import (
 if TYPE_CHECKING:
     from pocketqa.training.bridge import VocabBridge
 
-STAGES = ("1", "2", "both")
-ATTENTION_TARGETS = ("scores", "probs")
-PRECISIONS = ("auto", "bf16", "fp32")
-BRIDGES = ("auto", "off")
 BRIDGE_SAMPLES = 300  # training texts the vocabulary bridge is checked on (plus its built-in ones)
 PROJECTION_FILE = "distill_projection.safetensors"
 CACHE_FORMAT = 1  # bump when the on-disk layout of the teacher-logit cache changes
@@ -79,231 +76,7 @@ CACHE_FORMAT = 1  # bump when the on-disk layout of the teacher-logit cache chan
 _QK_NAMES = (("query", "key"), ("q_lin", "k_lin"), ("q", "k"))
 
 
-# -- config ----------------------------------------------------------------------------
-
-
-@dataclass
-class DistillConfig:
-    """Everything ``pocketqa distill`` needs; recipe keys are these field names.
-
-    Defaults are card 2's (Haystack TinyBERT, see recipes/tinybert-6l-768d-squad2.yaml).
-    """
-
-    teacher: str | None = None
-    out: str | None = None
-    train: list[str] = field(default_factory=list)
-    stage1_train: list[str] = field(default_factory=list)  # default: ``train``
-    dev: str | None = None
-    stage: str = "both"
-    # student: a checkpoint, or layers picked from student_base, or a fresh small config
-    student: str | None = None
-    student_base: str | None = None  # default: the teacher
-    student_layers: int | None = None
-    hidden: int | None = None
-    heads: int | None = None
-    intermediate: int | None = None
-    # windows
-    max_seq_length: int = 384
-    doc_stride: int = 128
-    max_query_length: int = 64
-    # optimisation (AdamW, linear warmup then linear decay, per stage)
-    batch_size: int = 26
-    stage1_epochs: int = 5
-    stage1_learning_rate: float = 5e-5
-    stage2_epochs: int = 5
-    stage2_learning_rate: float = 3e-5
-    max_steps: int | None = None  # per stage; for smoke runs
-    warmup: float = 0.2  # < 1: a fraction of the steps; >= 1: a number of steps
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    embeds_dropout: float = 0.1  # dropout on the encoder output before the QA head (stage 2)
-    # losses
-    temperature: float = 1.0
-    kd_weight: float = 1.0  # w: w * KD + (1 - w) * span loss
-    attention_loss: bool = True
-    attention_target: str = "scores"
-    layer_map: str | None = None  # "0:0,1:2,2:4,3:6"; default: uniform
-    # teacher and student vocabularies differ: "auto" maps ids through a VocabBridge when
-    # both tokenizers segment text alike; "off" refuses such a pair
-    bridge: str = "auto"
-    # runtime
-    teacher_batch_size: int = 64
-    cache_dir: str | None = None
-    precision: str = "auto"
-    device: str | None = None
-    seed: int = 42
-    log_steps: int = 10
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        problems, bad = self._check_paths()
-        self.stage = str(self.stage)
-        if isinstance(self.bridge, bool):  # YAML 1.1 reads a bare `off` as False
-            self.bridge = "auto" if self.bridge else "off"
-        problems += self._coerce_numbers()
-        if not self.teacher and "teacher" not in bad:
-            problems.append("teacher is required (--teacher DIR or hub id)")
-        if not self.out and "out" not in bad:
-            problems.append("out is required (--out DIR)")
-        if not self.train and "train" not in bad:
-            problems.append("train is required (--train FILE [FILE ...])")
-        if self.stage not in STAGES:
-            problems.append(f"stage must be one of {', '.join(STAGES)}, found {self.stage!r}")
-        fresh = [n for n in ("hidden", "heads", "intermediate") if getattr(self, n) is not None]
-        if self.student and (fresh or self.student_layers is not None):
-            problems.append(
-                f"student {self.student!r} is a checkpoint; drop {', '.join(fresh + ['student_layers'])} "
-                "or drop student to build one"
-            )
-        if self.hidden is not None and self.heads is not None and self.heads > 0 and self.hidden % self.heads:
-            problems.append(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-        for name in ("batch_size", "teacher_batch_size", "log_steps", "student_layers", "hidden", "heads", "intermediate"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                problems.append(f"{name} must be a positive integer, found {value!r}")
-        for name in ("stage1_epochs", "stage2_epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                problems.append(f"{name} must be an integer >= 0, found {getattr(self, name)!r}")
-        for name in ("stage1_learning_rate", "stage2_learning_rate", "temperature"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be > 0, found {getattr(self, name)!r}")
-        if self.max_steps is not None and self.max_steps < 1:
-            problems.append(f"max_steps must be >= 1, found {self.max_steps}")
-        if not 0.0 <= self.kd_weight <= 1.0:
-            problems.append(f"kd_weight must be in [0, 1], found {self.kd_weight}")
-        if not 0.0 <= self.embeds_dropout < 1.0:
-            problems.append(f"embeds_dropout must be in [0, 1), found {self.embeds_dropout}")
-        if self.warmup < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            problems.append("warmup, weight_decay and max_grad_norm must be >= 0")
-        elif self.warmup >= 1 and not float(self.warmup).is_integer():
-            problems.append(f"warmup >= 1 counts steps and must be whole, found {self.warmup}")
-        if self.attention_target not in ATTENTION_TARGETS:
-            problems.append(f"attention_target must be one of {', '.join(ATTENTION_TARGETS)}, found {self.attention_target!r}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, found {self.precision!r}")
-        if self.bridge not in BRIDGES:
-            problems.append(f"bridge must be one of {', '.join(BRIDGES)}, found {self.bridge!r}")
-        if self.layer_map is not None:
-            try:
-                parse_layer_map(self.layer_map)
-            except ConfigError as e:
-                problems.append(str(e))
-        try:
-            self.window()
-        except ConfigError as e:
-            problems.append(str(e))
-        if problems:
-            raise ConfigError("invalid distill config: " + "; ".join(problems))
-
-    def window(self) -> WindowConfig:
-        return WindowConfig(self.max_seq_length, self.doc_stride, self.max_query_length)
-
-    def _check_paths(self) -> tuple[list[str], set[str]]:
-        """Turns one data file into a list of one; names every file list or path that is not
-        text (``train: 5`` in a recipe). Returns the problems and the bad fields' names."""
-        problems, bad = [], set()
-        for name in ("train", "stage1_train"):
-            value = getattr(self, name)
-            files = [] if value is None else [value] if isinstance(value, (str, os.PathLike)) else value
-            if not isinstance(files, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in files):
-                problems.append(f"{name} must be a file or a list of files, found {value!r}")
-                bad.add(name)
-                files = []
-            setattr(self, name, [str(p) for p in files])
-        for name in ("teacher", "out", "dev", "student", "student_base", "cache_dir", "device"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, (str, os.PathLike)):
-                problems.append(f"{name} must be a string, found {value!r}")
-                bad.add(name)
-                setattr(self, name, None)
-        return problems, bad
-
-    def _coerce_numbers(self) -> list[str]:
-        """Turns numeric strings into numbers (YAML reads ``5e-5`` as a string) and
-        returns a message per value that is not a number where one is needed."""
-        problems = []
-        for f in fields(self):
-            kind = next((k for k in (int, float) if f.type.startswith(k.__name__)), None)
-            value = getattr(self, f.name)
-            if kind is None or value is None or isinstance(value, bool):
-                continue
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                problems.append(f"{f.name} must be {'an integer' if kind is int else 'a number'}, found {value!r}")
-                setattr(self, f.name, f.default)
-                continue
-            if kind is int and not number.is_integer():
-                problems.append(f"{f.name} must be an integer, found {value!r}")
-                setattr(self, f.name, f.default)
-            elif not math.isfinite(number):  # inf/nan pass every > 0 check
-                problems.append(f"{f.name} must be a finite number, found {value!r}")
-                setattr(self, f.name, f.default)
-            else:
-                setattr(self, f.name, kind(number))
-        return problems
-
-
-def config_from_dict(values: dict, source: str = "recipe") -> DistillConfig:
-    """Builds a DistillConfig, naming every unknown key (with a guess) and every bad value at once."""
-    known = {f.name for f in fields(DistillConfig)}
-    unknown = [k for k in values if k not in known]
-    problems = []
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(k, sorted(known), n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        problems.append(f"unknown key(s) {', '.join(hints)}")
-    try:
-        config = DistillConfig(**{k: v for k, v in values.items() if k in known})
-    except (ConfigError, TypeError) as e:  # TypeError: e.g. a number where a list was expected
-        problems.append(str(e))
-    if problems:
-        if unknown:
-            problems.append(f"known keys: {', '.join(sorted(known))}")
-        raise ConfigError(f"{source}: " + "; ".join(problems))
-    return config
-
-
-def load_recipe(path: str | os.PathLike) -> dict:
-    """Reads a YAML recipe into a plain dict (keys are DistillConfig field names); same rules as train's."""
-    from pocketqa.recipes.finetune import load_recipe as read_recipe
-
-    return read_recipe(path)
-
-
-# -- layer maps and compatibility ------------------------------------------------------
-
-
-def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
-    """TinyBERT's uniform map over hidden-state indices: 0 <-> 0 (embeddings), m <-> m*N/M.
-
-    Indices are 1-based for layers (hidden_states[m] is layer m's output), so a 3-layer
-    student of a 6-layer teacher maps 1->2, 2->4, 3->6. Needs N to be a multiple of M.
-    """
-    step = teacher_layers // student_layers
-    return [(m, m * step) for m in range(student_layers + 1)]
-
-
-def parse_layer_map(text: str) -> list[tuple[int, int]]:
-    """Parses ``"0:0,1:2,2:4"`` into [(0, 0), (1, 2), (2, 4)] (student:teacher)."""
-    pairs = []
-    for item in str(text).split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", item)
-        if not m:
-            raise ConfigError(
-                f"layer_map {text!r}: expected student:teacher pairs like '0:0,1:2,2:4', found {item.strip()!r}"
-            )
-        pairs.append((int(m.group(1)), int(m.group(2))))
-    return pairs
-
-
-def pick_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """0-based teacher layers a student of ``student_layers`` starts from: the uniform map's
-    targets (6 -> 3 picks layers 1, 3, 5), so stage 1 asks layer m to imitate the layer it
-    was copied from."""
-    return [max(0, round(m * teacher_layers / student_layers) - 1) for m in range(1, student_layers + 1)]
+# -- compatibility -----------------------------------------------------------------
 
 
 def _vocab_problem(teacher_tok, student_tok) -> str | None:

@@ -22,7 +22,6 @@ The data pieces and checkpoint functions are public: the distillation loop reuse
 
 from __future__ import annotations
 
-import difflib
 import gzip
 import hashlib
 import itertools
@@ -37,14 +36,14 @@ import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import InitVar, asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import get_type_hints
 
 import numpy as np
 
 from pocketqa.inference.backends import model_input_names
 from pocketqa.errors import ConfigError, PocketQAError
+from pocketqa.recipes.configs import TrainConfig
 from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.training.losses import span_loss
 
@@ -53,226 +52,6 @@ CHECKPOINTS_DIR = "checkpoints"
 LOG_FILE = "log.jsonl"
 # Bump when the cached array layout or the labelling rules change: old caches are then ignored.
 CACHE_VERSION = 1
-
-
-# -- 1. configuration ------------------------------------------------------------------
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one fine-tuning run; recipe YAML keys are these field names.
-
-    Defaults follow transformers' run_squad.py (warmup 0, weight decay 0, clip 1.0,
-    Adam eps 1e-8, seed 42, max_query_length 64) and card 1 (lr 3e-5, batch 16, 384/128).
-
-    Attributes:
-        model: Base model: HF dir, hub id or ``pip:NAME`` (a QA head is added if missing).
-        train: SQuAD 1.1/2.0 training file (.json or .json.gz).
-        dev: Optional dev file, evaluated at the end (and every ``eval_steps``).
-        out: Output directory (HF checkpoint + tokenizer + pocketqa.json + log.jsonl).
-        name: Display name stored in pocketqa.json (default: the out dir's name).
-        learning_rate: Peak AdamW learning rate.
-        epochs: Passes over the training windows (ignored when max_steps is set).
-        max_steps: Total optimizer steps; overrides epochs.
-        batch_size: Global batch: windows per optimizer step over all processes.
-        grad_accum: Micro-batches per step and process (memory knob, same math).
-        warmup: Linear warmup: a fraction of all steps if < 1, else a number of steps.
-        max_grad_norm: Gradient clipping norm (0 = off).
-        save_steps: Checkpoint every N steps (0 = never).
-        keep_checkpoints: Keep only the newest N checkpoints (0 or None = keep all).
-        eval_steps: Evaluate on dev every N steps (the end is always evaluated).
-        log_steps: Log loss/lr/throughput every N steps.
-        precision: "auto" (bf16 on CUDA, fp32 on CPU), "bf16", "fp16" or "fp32".
-        device: "cpu", "cuda", "cuda:1"... (default: cuda when available).
-        cache_dir: Feature cache (default: $POCKETQA_CACHE or ~/.cache/pocketqa).
-        resume: "latest" or a checkpoint dir: continue a killed run.
-        overwrite: Replace the results of an earlier run in ``out``.
-        compile: Run the model through torch.compile.
-    """
-
-    model: str | None = None
-    train: str | None = None
-    dev: str | None = None
-    out: str | None = None
-    name: str | None = None
-    max_seq_length: int = 384
-    doc_stride: int = 128
-    max_query_length: int = 64
-    learning_rate: float = 3e-5
-    epochs: int = 2
-    max_steps: int | None = None
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    adam_epsilon: float = 1e-8
-    seed: int = 42
-    save_steps: int = 1000
-    keep_checkpoints: int | None = 2
-    eval_steps: int | None = None
-    eval_batch_size: int = 64
-    log_steps: int = 50
-    precision: str = "auto"
-    device: str | None = None
-    cache_dir: str | None = None
-    resume: str | None = None
-    overwrite: bool = False
-    compile: bool = False
-    unknown_keys: InitVar[Sequence[str]] = ()
-    source: InitVar[str] = "training config"
-
-    def __post_init__(self, unknown_keys: Sequence[str], source: str) -> None:
-        names = [f.name for f in fields(self)]
-        problems = []
-        for key in unknown_keys:
-            close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
-            problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        if unknown_keys:
-            problems.append(f"(known keys: {', '.join(names)})")
-        badly_typed = self._coerce_types(problems)
-        problems += self._check_values(skip=badly_typed)
-        if problems:
-            count = sum(not p.startswith("(known keys") for p in problems)
-            raise ConfigError(f"{source}: {count} problem(s): " + "; ".join(problems))
-
-    def _coerce_types(self, problems: list[str]) -> set[str]:
-        """Converts YAML/CLI values to the field types (YAML reads ``3e-5`` as a string).
-
-        Appends a message per bad value to ``problems`` and returns the bad fields' names.
-        """
-        bad = set()
-        names = {f.name for f in fields(self)}
-        for name, hint in get_type_hints(type(self)).items():
-            if name not in names:
-                continue
-            value = getattr(self, name)
-            kind = next(k for k in (bool, int, float, str) if k.__name__ in str(hint))
-            if value is None:
-                if "None" not in str(hint):
-                    problems.append(f"{name} must not be empty")
-                    bad.add(name)
-                continue
-            converted = _convert(value, kind)
-            if converted is None:
-                problems.append(f"{name} must be {'an' if kind is int else 'a'} {kind.__name__}, found {value!r}")
-                bad.add(name)
-            elif kind is float and not math.isfinite(converted):  # inf/nan pass every > 0 check
-                problems.append(f"{name} must be a finite number, found {value!r}")
-                bad.add(name)
-            else:
-                setattr(self, name, converted)
-        return bad
-
-    def _check_values(self, skip: set[str]) -> list[str]:
-        """Range and consistency checks; fields in ``skip`` (already reported) are not checked."""
-        c = self
-        checks = [
-            (("model",), lambda: bool(c.model), "missing 'model' (give --model or a 'model:' line in the recipe)"),
-            (("train",), lambda: bool(c.train), "missing 'train' (give --train or a 'train:' line in the recipe)"),
-            (("out",), lambda: bool(c.out), "missing 'out' (give --out or an 'out:' line in the recipe)"),
-            (("learning_rate",), lambda: c.learning_rate > 0, f"learning_rate must be > 0, found {c.learning_rate}"),
-            (("epochs",), lambda: c.epochs >= 1, f"epochs must be >= 1, found {c.epochs}"),
-            (("max_steps",), lambda: c.max_steps is None or c.max_steps >= 1, f"max_steps must be >= 1, found {c.max_steps}"),
-            (("batch_size",), lambda: c.batch_size >= 1, f"batch_size must be >= 1, found {c.batch_size}"),
-            (("grad_accum",), lambda: c.grad_accum >= 1, f"grad_accum must be >= 1, found {c.grad_accum}"),
-            (
-                ("batch_size", "grad_accum"),
-                lambda: c.batch_size < 1 or c.grad_accum < 1 or c.batch_size % c.grad_accum == 0,
-                f"batch_size ({c.batch_size}) must be divisible by grad_accum ({c.grad_accum}): "
-                "batch_size is the global batch that grad_accum splits",
-            ),
-            (("warmup",), lambda: c.warmup >= 0, f"warmup must be >= 0 (a fraction < 1 or a number of steps), found {c.warmup}"),
-            (("warmup",), lambda: c.warmup < 1 or float(c.warmup).is_integer(), f"warmup >= 1 counts steps and must be whole, found {c.warmup}"),
-            (("weight_decay",), lambda: c.weight_decay >= 0, f"weight_decay must be >= 0, found {c.weight_decay}"),
-            (("max_grad_norm",), lambda: c.max_grad_norm >= 0, f"max_grad_norm must be >= 0 (0 = no clipping), found {c.max_grad_norm}"),
-            (("adam_epsilon",), lambda: c.adam_epsilon > 0, f"adam_epsilon must be > 0, found {c.adam_epsilon}"),
-            (("save_steps",), lambda: c.save_steps >= 0, f"save_steps must be >= 0 (0 = never), found {c.save_steps}"),
-            (
-                ("keep_checkpoints",),
-                lambda: c.keep_checkpoints is None or c.keep_checkpoints >= 0,
-                f"keep_checkpoints must be >= 0 (0 keeps all), found {c.keep_checkpoints}",
-            ),
-            (("eval_steps",), lambda: c.eval_steps is None or c.eval_steps >= 1, f"eval_steps must be >= 1, found {c.eval_steps}"),
-            (("eval_steps", "dev"), lambda: c.eval_steps is None or bool(c.dev), "eval_steps needs a dev file (--dev)"),
-            (("eval_batch_size",), lambda: c.eval_batch_size >= 1, f"eval_batch_size must be >= 1, found {c.eval_batch_size}"),
-            (("log_steps",), lambda: c.log_steps >= 1, f"log_steps must be >= 1, found {c.log_steps}"),
-            (("precision",), lambda: c.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, found {c.precision!r}"),
-            (("resume", "overwrite"), lambda: not (c.resume and c.overwrite), "resume and overwrite exclude each other: pick one"),
-        ]
-        problems = [message for names, ok, message in checks if not skip.intersection(names) and not ok()]
-        if not skip.intersection(("max_seq_length", "doc_stride", "max_query_length")):
-            try:
-                self.window
-            except ConfigError as e:
-                problems.append(str(e))
-        return problems
-
-    @property
-    def window(self) -> WindowConfig:
-        return WindowConfig(self.max_seq_length, self.doc_stride, self.max_query_length)
-
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "training config") -> TrainConfig:
-        """Builds a config from a dict (e.g. a recipe); unknown keys are reported, not dropped."""
-        known = {f.name for f in fields(cls)}
-        values = {str(k).replace("-", "_"): v for k, v in values.items()}
-        unknown = [k for k in values if k not in known]
-        return cls(**{k: v for k, v in values.items() if k in known}, unknown_keys=unknown, source=source)
-
-    @classmethod
-    def from_recipe(cls, path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
-        """Reads a recipe YAML; non-None ``overrides`` (CLI flags) replace its values."""
-        values = load_recipe(path)
-        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.from_dict(values, source=str(path))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _convert(value, kind: type):
-    """``value`` as ``kind``, or None when it cannot be read as one (bools are never numbers)."""
-    if kind is bool:
-        return value if isinstance(value, bool) else None
-    if isinstance(value, bool):
-        return None
-    if kind is str:
-        return str(value) if isinstance(value, (str, os.PathLike)) else None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if not isinstance(value, (int, float)):
-        return None
-    if kind is int:
-        return int(value) if float(value).is_integer() else None
-    return float(value)
-
-
-def load_recipe(path: str | os.PathLike) -> dict:
-    """Reads a recipe YAML file into a dict (keys as written)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such recipe file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a recipe is a YAML file") from None
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, found {type(values).__name__}")
-    return values
 
 
 # -- 2. data -----------------------------------------------------------------------------
