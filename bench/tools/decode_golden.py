@@ -1,13 +1,13 @@
 """Writes tests/assets/utils_qa_golden.json: transformers' utils_qa decoding on fixed logits.
 
-The golden file pins pocketqa's decoding (src/pocketqa/decode.py) to the reference rule
+The golden file pins pocketqa's decoding (pocketqa.inference.decode) to the reference rule
 of transformers' question-answering examples, ``utils_qa.postprocess_qa_predictions``
-with ``version_2_with_negative=True``. utils_qa.py is not part of the transformers
-package, so this script takes a local copy of it (examples/pytorch/question-answering/
-utils_qa.py from the transformers repository) and is run by hand, not in CI:
+with ``version_2_with_negative=True``; tests/test_decode_golden.py reads it. utils_qa.py is
+not part of the transformers package, so this tool takes a local copy of it
+(examples/pytorch/question-answering/utils_qa.py from the transformers repository) and is
+run by hand, not in CI (from the repository root):
 
-    PYTHONPATH=src python bench/make_decode_golden.py --utils-qa /tmp/utils_qa.py \
-        --out tests/assets/utils_qa_golden.json
+    python -m bench.tools.decode_golden --utils-qa /tmp/utils_qa.py --out tests/assets/utils_qa_golden.json
 
 The examples use the tiny test tokenizer (tests/conftest.py) so that long contexts cut
 into several windows; start/end logits are seeded random numbers, shaped per example
@@ -22,20 +22,27 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests"))
+from pocketqa.data.features import Features, WindowConfig, make_features
+from pocketqa.data.squad import Example
 
-from conftest import CONTEXTS, build_tokenizer  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
-from pocketqa.data.features import Features, WindowConfig, make_features  # noqa: E402
-from pocketqa.data.squad import Example  # noqa: E402
+
+def load_module(name: str, path: Path):
+    """Imports a Python file by path (utils_qa.py, the tests' conftest.py: neither is a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+conftest = load_module("pocketqa_tests_conftest", REPO / "tests" / "conftest.py")
+CONTEXTS, build_tokenizer = conftest.CONTEXTS, conftest.build_tokenizer
 
 WINDOW = WindowConfig(max_seq_length=48, doc_stride=16, max_query_length=12)
 N_BEST = 20
@@ -59,14 +66,6 @@ CASES = [
     # top-20 start after every top-20 end (utils_qa then answers the literal "empty").
     ("no-valid-span", "nospan", "Who was the leader of the Norse raiders and pirates then?", NORMANS[:150]),
 ]
-
-
-def load_utils_qa(path: Path):
-    """Imports utils_qa.py from a file path (it needs only numpy and tqdm)."""
-    spec = importlib.util.spec_from_file_location("utils_qa", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Rows:
@@ -181,7 +180,7 @@ def build(utils_qa) -> dict:
     assert base["answers"]["no-valid-span"] == "empty" or base["nbest"]["no-valid-span"][0]["text"] == "empty"
     return {
         "source": "transformers examples/pytorch/question-answering/utils_qa.py, postprocess_qa_predictions",
-        "generator": "bench/make_decode_golden.py",
+        "generator": "bench/tools/decode_golden.py",
         "window": WINDOW.to_dict(),
         "n_best": N_BEST,
         "max_answer_length": MAX_ANSWER_LENGTH,
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--utils-qa", type=Path, required=True, help="local copy of transformers' utils_qa.py")
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "assets" / "utils_qa_golden.json")
     args = parser.parse_args(argv)
-    golden = build(load_utils_qa(args.utils_qa))
+    golden = build(load_module("utils_qa", args.utils_qa))  # needs only numpy and tqdm
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # One line per window keeps the file small and its diffs readable.
     windows = golden.pop("windows")

@@ -11,10 +11,11 @@ the official script as a subprocess without the na file, with it, and with it pl
 The official script is not part of pocketqa; pass its path (download it from
 https://rajpurkar.github.io/SQuAD-explorer/, "Evaluation Script v2.0").
 
-Usage:
-    python bench/check_metrics_official.py OFFICIAL_SCRIPT DEV_JSON[.gz] [--workdir DIR] [--seed N]
+Usage (from the repository root):
+    python -m bench.tools.metrics_official OFFICIAL_SCRIPT DEV_JSON[.gz] [--workdir DIR] [--seed N]
 
-Exit code 0 when every key matches within 1e-9 in every configuration, else 1.
+Prints both outputs and the per-key differences as JSON. Exit code 0 when every key
+matches within 1e-9 in every configuration, else 1.
 """
 
 from __future__ import annotations
