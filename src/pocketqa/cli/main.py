@@ -276,7 +276,8 @@ def _add_serve(sub) -> None:
 
 
 def cmd_serve(args) -> int:
-    from pocketqa.serve.app import Limits, serve
+    from pocketqa.serve.limits import Limits
+    from pocketqa.serve.server import serve
 
     limits = Limits(
         max_body_bytes=args.max_body_bytes,
