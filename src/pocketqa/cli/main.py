@@ -650,7 +650,7 @@ def _add_card(sub) -> None:
 
 
 def cmd_card(args) -> int:
-    from pocketqa.card import write_card
+    from pocketqa.card.write import write_card
 
     path = write_card(args.model, dev_path=args.dev, bench_questions=args.bench_questions, threads=args.threads)
     print(f"wrote {path}")
