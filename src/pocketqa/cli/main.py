@@ -335,7 +335,8 @@ def _add_augment(sub) -> None:
 def cmd_augment(args) -> int:
     import warnings
 
-    from pocketqa.augment.edits import AugmentConfig, merge_shards, parse_shard
+    from pocketqa.augment.edits import AugmentConfig
+    from pocketqa.augment.runner import merge_shards, parse_shard
     from pocketqa.errors import ConfigError
 
     if args.merge:
