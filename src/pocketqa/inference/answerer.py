@@ -83,7 +83,7 @@ class QuestionAnswerer:
         Returns:
             A new QuestionAnswerer; ``self`` is unchanged.
         """
-        other = QuestionAnswerer(
+        other = type(self)(
             backend, self.tokenizer, window=self.window, threshold=self.threshold, n_best=self.n_best,
             max_answer_length=self.max_answer_length, batch_size=self.batch_size, name=self.name, meta=self.meta,
             scoring=self.scoring, align_to_words=self.align_to_words,
@@ -207,9 +207,10 @@ class QuestionAnswerer:
     def decode_examples(self, examples: Sequence[Example], progress: bool = False) -> list[Decoded]:
         """Windows, runs and decodes many examples at once (the batched path).
 
-        The three steps are ``windows``, ``logits`` and ``decode``. On a GPU (``overlap``), more than ``OVERLAP_CHUNK`` examples go in chunks: a helper
-        thread windows the next chunk and decodes the previous one while the model runs
-        on this one, so CPU work no longer adds to the GPU's (the answers are the same).
+        Three steps, each public: ``windows``, ``logits`` and ``decode``. On a GPU
+        (``overlap``), more than ``OVERLAP_CHUNK`` examples go in chunks: a helper thread
+        windows the next chunk and decodes the previous one while the model runs on this
+        one, so CPU work no longer adds to the GPU's (the answers are the same).
         """
         if not examples:
             return []
