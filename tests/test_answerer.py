@@ -47,6 +47,23 @@ def test_batched_equals_unbatched(model_dir):
         np.testing.assert_allclose(b[0]["null_odds"], o[0]["null_odds"], atol=1e-4)
 
 
+def test_with_backend_keeps_every_setting_but_the_backend(tiny_bert_dir):
+    qa = QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu", scoring="pipeline", align_to_words=True,
+                                          n_best=3, max_answer_length=7, threshold=-0.5, batch_size=2,
+                                          max_seq_length=64, doc_stride=16, max_query_length=16)
+    qa.overlap = False
+    backend = TorchBackend(qa.backend.model, device="cpu")
+    other = qa.with_backend(backend)
+    assert other is not qa and other.backend is backend and qa.backend is not backend
+    assert other.decoding_settings() == qa.decoding_settings()
+    assert other.decoding_settings()["scoring"] == "pipeline" and other.decoding_settings()["align_to_words"] is True
+    kept = ("tokenizer", "window", "threshold", "n_best", "max_answer_length", "batch_size", "name", "meta", "overlap")
+    assert all(getattr(other, name) == getattr(qa, name) for name in kept)
+    examples = [Example(id=str(i), title="", context=c, question=q) for i, (q, c) in enumerate(QUESTIONS)]
+    same = [(d.spans, d.null_odds) for d in qa.decode_examples(examples)]
+    assert [(d.spans, d.null_odds) for d in other.decode_examples(examples)] == same
+
+
 def test_long_context_uses_all_windows(tiny_bert_dir, tiny_tokenizer):
     qa = QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu", max_seq_length=48, doc_stride=16, max_query_length=12)
     from pocketqa.data.squad import Example

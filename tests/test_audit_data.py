@@ -126,7 +126,8 @@ def test_card_on_broken_model_files_is_one_line_exit_2(tmp_path, tiny_bert_dir, 
 
 
 def _two_shards(tmp_path):
-    from pocketqa.augment.edits import AugmentConfig, FunctionSource, augment_squad_file
+    from pocketqa.augment.edits import AugmentConfig, FunctionSource
+    from pocketqa.augment.runner import augment_squad_file
 
     data = tmp_path / "train.json"
     data.write_text(json.dumps(squad_dict()), encoding="utf-8")

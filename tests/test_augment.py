@@ -17,13 +17,12 @@ from pocketqa.augment.edits import (
     AugmentConfig,
     FunctionSource,
     augment_example_group,
-    augment_squad_file,
     eligible_spans,
     find_words,
     is_eligible,
     match_case,
-    merge_shards,
 )
+from pocketqa.augment.runner import augment_squad_file, merge_shards
 from pocketqa.cli.main import main
 from pocketqa.errors import ConfigError
 from pocketqa.data.squad import Answer, Example, load_squad

@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import math
 import re
 import shutil
 import sys
@@ -11,12 +10,12 @@ import pytest
 import yaml
 
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.card import count_parameters, curve_at, describe_backend, threshold_curve, write_card
+from pocketqa.card.facts import count_parameters, describe_backend
+from pocketqa.card.write import write_card
 from pocketqa.cli.main import main
-from pocketqa.inference.decode import Decoded, Span
 from pocketqa.evaluation.scoring import score_decoded
 from pocketqa.models import dir_size_mb
-from pocketqa.data.squad import Answer, Example, load_squad
+from pocketqa.data.squad import load_squad
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -146,45 +145,6 @@ def test_cli_card_reports_all_bad_flags_at_once(tmp_path, tiny_bert_dir, capsys)
     err = capsys.readouterr().err
     assert "--bench-questions" in err and "--threads" in err
     assert not (model / "README.md").exists()
-
-
-def _synthetic():
-    """Questions with ties in null odds, spans that are partly right, and a question with no span."""
-    ctx = "alpha beta gamma delta"
-    rows = [  # (has answer, best span text, null odds)
-        (True, "gamma", -2.0), (True, "gamma delta", -1.0), (True, "alpha", 0.5), (True, "gamma", 0.5),
-        (False, "beta", -1.5), (False, "delta", 0.5), (False, "alpha", 3.0), (True, None, math.inf),
-        (False, None, math.inf),
-    ]
-    examples, decoded = [], []
-    for i, (has, text, odds) in enumerate(rows):
-        answers = (Answer("gamma", 11),) if has else ()
-        examples.append(Example(id=f"s{i}", title="t", context=ctx, question="q?", answers=answers, is_impossible=not has))
-        spans = [] if text is None else [Span(text, 0, len(text), 1.0)]
-        decoded.append(Decoded(spans=spans, null_odds=odds))
-    return examples, decoded
-
-
-def test_threshold_curve_equals_the_full_evaluation_at_every_threshold():
-    examples, decoded = _synthetic()
-    curve = threshold_curve(examples, decoded)
-    finite = sorted({d.null_odds for d in decoded if math.isfinite(d.null_odds)})
-    probes = [finite[0] - 5, *finite, *[(a + b) / 2 for a, b in zip(finite, finite[1:])], finite[-1] + 5]
-    for t in probes:
-        reference = score_decoded(examples, decoded, t)  # the slow path: a full evaluation per threshold
-        for key in ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"):
-            assert curve_at(curve, t, key) == pytest.approx(reference[key]), (t, key)
-    assert curve["thresholds"][0] < finite[0] and curve["thresholds"][-1] > finite[-1]
-
-
-def test_threshold_curve_peak_is_the_official_best_f1(tiny_bert_dir, tiny_squad_file):
-    examples = load_squad(tiny_squad_file)
-    decoded = QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu").decode_examples(examples)
-    scores = score_decoded(examples, decoded, 0.0)
-    curve = threshold_curve(examples, decoded)
-    assert max(curve["f1"]) == pytest.approx(scores["best_f1"])
-    assert max(curve["exact"]) == pytest.approx(scores["best_exact"])
-    assert curve_at(curve, 0.0, "f1") == pytest.approx(scores["f1"])
 
 
 def test_parameters_and_backend_come_from_the_directory(tmp_path, tiny_bert_dir):

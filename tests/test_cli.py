@@ -282,7 +282,7 @@ def test_an_unwritable_path_is_one_line(tiny_bert_dir, tiny_squad_file, tmp_path
 
 
 def test_a_failed_stream_move_leaves_no_temp_file(tmp_path):
-    from pocketqa.augment.edits import SquadStreamWriter
+    from pocketqa.augment.runner import SquadStreamWriter
 
     target = tmp_path / "aug.json"
     target.mkdir()  # os.replace of a file onto a directory fails

@@ -10,25 +10,18 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from conftest import build_bert  # noqa: E402
+from conftest import WORDS, build_bert, build_tokenizer  # noqa: E402
 
 from pocketqa.inference.answerer import QuestionAnswerer  # noqa: E402
 from pocketqa.inference.backends import TorchBackend  # noqa: E402
 from pocketqa.cli.main import main  # noqa: E402
 from pocketqa.errors import PocketQAError  # noqa: E402
-from pocketqa.export.exporter import (  # noqa: E402
-    EXPORT_FILE,
-    FP32_FILE,
-    FP32_TOLERANCE,
-    check_parity,
-    compare_answerers,
-    export_model,
-    qa_head_nodes,
-)
+from pocketqa.export.exporter import EXPORT_FILE, FP32_FILE, export_model, qa_head_nodes  # noqa: E402
+from pocketqa.export.parity import FP32_TOLERANCE, check_parity, compare_answerers  # noqa: E402
 from pocketqa.inference.onnx_backend import MODEL_FILE, OnnxBackend, open_session  # noqa: E402
 from pocketqa.data.features import WindowConfig, make_features, pad_batch  # noqa: E402
 from pocketqa.models import load_qa_model  # noqa: E402
-from pocketqa.data.squad import Example, load_squad  # noqa: E402
+from pocketqa.data.squad import Answer, Example, load_squad  # noqa: E402
 
 MODELS = ["tiny_bert_dir", "tiny_mobilebert_dir"]
 
@@ -200,17 +193,56 @@ def test_compare_answerers_counts_changed_answers(tiny_bert_dir):
             s[:, -2] += 100.0  # moves every best start to the second-last token
             return s, e
 
-    other = QuestionAnswerer(Shifted(), qa.tokenizer, window=qa.window, threshold=1e9)
+    other = qa.with_backend(Shifted())
     examples = [Example(id="x", title="", context="Paris is the capital of France.", question="What is the capital?")]
     result = compare_answerers(qa, {"shifted": other}, examples)["shifted"]
     assert result["max_abs_diff"] >= 99.0
     assert result["answers_identical"] == 0.0 and result["differing_ids"] == ["x"] and result["n_differing"] == 1
 
 
-def test_export_that_fails_parity_raises_and_records_it(tiny_bert_dir, tmp_path, monkeypatch):
-    import pocketqa.export.exporter as export
+class WordPieceSpan:
+    """A backend whose best span is always "The Norm": the first context token to the first "norm" piece."""
 
-    monkeypatch.setattr(export, "FP32_TOLERANCE", -1.0)  # no graph can pass: exercises the failure path
+    input_names = ["input_ids", "token_type_ids", "attention_mask"]
+
+    def __init__(self, norm_id: int):
+        self.norm_id = norm_id
+
+    def __call__(self, batch):
+        ids, context = batch["input_ids"], batch["token_type_ids"] == 1
+        starts, ends = np.full(ids.shape, -20.0, np.float32), np.full(ids.shape, -20.0, np.float32)
+        for row in range(len(ids)):
+            starts[row, np.argmax(context[row])] = 5.0
+            ends[row, np.argmax(context[row] & (ids[row] == self.norm_id))] = 5.0
+        return starts, ends
+
+
+def test_parity_decodes_with_the_answerers_own_settings():
+    # "normans" is norm + ##ans here, so the span ends inside a word; only align_to_words
+    # widens it to the gold answer. Parity used to decode with the default settings.
+    tokenizer = build_tokenizer([w for w in WORDS if w not in ("normans", "normandy")] + ["norm", "##ans", "##andy"])
+    context = "The Normans came to Normandy, led by Rollo."
+    examples = [Example(id="n", title="", context=context, question="Who came?", answers=(Answer("The Normans", 0),))]
+    backend = WordPieceSpan(tokenizer.convert_tokens_to_ids("norm"))
+    qa = QuestionAnswerer(backend, tokenizer, threshold=1e9, scoring="pipeline", align_to_words=True)
+    assert qa.decode_examples(examples)[0].answer(qa.threshold) == "The Normans"
+    result = compare_answerers(qa, {"same": qa.with_backend(WordPieceSpan(backend.norm_id))}, examples)["same"]
+    assert result["reference"]["exact"] == result["candidate"]["exact"] == 100.0
+    assert result["max_abs_diff"] == 0.0 and result["answers_identical"] == 1.0
+
+
+def test_compare_answerers_refuses_answerers_that_decode_differently(tiny_bert_dir):
+    qa = QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu", scoring="pipeline", align_to_words=True)
+    plain = QuestionAnswerer(qa.backend, qa.tokenizer, window=qa.window, scoring="pipeline", n_best=5)
+    examples = [Example(id="x", title="", context="Paris is the capital of France.", question="What is the capital?")]
+    with pytest.raises(PocketQAError, match=r"backend only: candidate 'plain' has align_to_words=False.*n_best=5"):
+        compare_answerers(qa, {"plain": plain}, examples)
+
+
+def test_export_that_fails_parity_raises_and_records_it(tiny_bert_dir, tmp_path, monkeypatch):
+    import pocketqa.export.parity as parity
+
+    monkeypatch.setattr(parity, "FP32_TOLERANCE", -1.0)  # no graph can pass: exercises the failure path
     with pytest.raises(PocketQAError, match="fp32 graph does not match PyTorch"):
         export_model(tiny_bert_dir, tmp_path / "bad", int8=True)
     report = json.loads((tmp_path / "bad" / EXPORT_FILE).read_text())

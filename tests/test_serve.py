@@ -19,7 +19,9 @@ from pocketqa.inference.answerer import QuestionAnswerer  # noqa: E402
 from pocketqa.errors import ConfigError  # noqa: E402
 from pocketqa.models import dir_size_mb  # noqa: E402
 from pocketqa.modeldir import update_meta  # noqa: E402
-from pocketqa.serve.app import API_KEY_ENV, Limits, create_app, resolve_api_key  # noqa: E402
+from pocketqa.serve.app import create_app  # noqa: E402
+from pocketqa.serve.limits import Limits  # noqa: E402
+from pocketqa.serve.server import API_KEY_ENV, resolve_api_key  # noqa: E402
 
 # (question, context) pairs: every question of the fixture contexts, plus one off-topic.
 PAIRS = [(q, ctx) for _, ctx, qas in CONTEXTS for q, _, _ in qas] + [("Who won the war?", CONTEXTS[1][1])]
@@ -360,7 +362,7 @@ def test_a_lone_client_does_not_wait_for_company(qa):
 
 def test_cli_serve_flags_and_missing_extra(monkeypatch, capsys):
     import pocketqa.cli.main as cli
-    from pocketqa.serve import app as serve
+    from pocketqa.serve import server as serve
 
     args = cli.build_parser().parse_args(["serve", "--model", "m", "--port", "9001", "--max-batch", "1", "--api-key", "k"])
     assert (args.port, args.max_batch, args.api_key, args.host, args.max_wait_ms) == (9001, 1, "k", "127.0.0.1", 5.0)

@@ -394,7 +394,7 @@ def augment_with_mlm(
     """
     import torch
 
-    from pocketqa.augment.edits import select_paragraphs, write_augmented
+    from pocketqa.augment.runner import select_paragraphs, write_augmented
     from pocketqa.models import check_device
 
     problems = []

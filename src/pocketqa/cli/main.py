@@ -276,7 +276,8 @@ def _add_serve(sub) -> None:
 
 
 def cmd_serve(args) -> int:
-    from pocketqa.serve.app import Limits, serve
+    from pocketqa.serve.limits import Limits
+    from pocketqa.serve.server import serve
 
     limits = Limits(
         max_body_bytes=args.max_body_bytes,
@@ -334,7 +335,8 @@ def _add_augment(sub) -> None:
 def cmd_augment(args) -> int:
     import warnings
 
-    from pocketqa.augment.edits import AugmentConfig, merge_shards, parse_shard
+    from pocketqa.augment.edits import AugmentConfig
+    from pocketqa.augment.runner import merge_shards, parse_shard
     from pocketqa.errors import ConfigError
 
     if args.merge:
@@ -649,7 +651,7 @@ def _add_card(sub) -> None:
 
 
 def cmd_card(args) -> int:
-    from pocketqa.card import write_card
+    from pocketqa.card.write import write_card
 
     path = write_card(args.model, dev_path=args.dev, bench_questions=args.bench_questions, threads=args.threads)
     print(f"wrote {path}")

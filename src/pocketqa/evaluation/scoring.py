@@ -6,10 +6,11 @@ import math
 import os
 from pathlib import Path
 
+from pocketqa.data.squad import load_squad, read_json, to_squad_json
 from pocketqa.errors import PocketQAError
 from pocketqa.evaluation.metrics import squad_v2_eval
-from pocketqa.modeldir import update_meta
-from pocketqa.data.squad import load_squad, read_json, to_squad_json
+from pocketqa.modeldir import threshold_key, update_meta
+from pocketqa.models import resolve_model
 
 BEST_KEYS = ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
 
@@ -113,19 +114,19 @@ def format_table(scores: dict) -> str:
 def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = False, model_arg=None) -> dict:
     """Predicts and scores a data file; optionally stores the best-F1 threshold in the model dir.
 
+    ``qa`` is any object with ``decode_examples`` and the decoding settings of a
+    ``QuestionAnswerer`` (threshold, scoring, n_best, max_answer_length, align_to_words):
+    evaluation needs nothing else from inference.
+
     Returns {"scores": official keys + best_* + threshold, "table": text}.
     """
     examples = load_questions(data_path)
     decoded = qa.decode_examples(examples, progress=True)
     scores = score_decoded(examples, decoded, qa.threshold)
     if save_threshold:
-        from pocketqa.models import resolve_model
-
         model_dir = Path(resolve_model(model_arg))
         if not model_dir.is_dir():
             raise PocketQAError(f"--save-threshold needs a local model directory, got {model_arg!r}")
-        from pocketqa.modeldir import threshold_key
-
         # The decoding settings the threshold was found with: null odds depend on them.
         calibration = {"data": str(data_path), "best_f1": scores["best_f1"], "best_exact": scores["best_exact"],
                        "n_best": qa.n_best, "max_answer_length": qa.max_answer_length,

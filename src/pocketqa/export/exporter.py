@@ -1,4 +1,4 @@
-"""ONNX export, int8 quantization and the parity check (the runtime side is inference/onnx_backend.py).
+"""ONNX export and int8 quantization (the parity check is parity.py, the runtime inference/onnx_backend.py).
 
 ``export_model`` turns a PyTorch QA checkpoint into a directory that
 ``QuestionAnswerer.from_pretrained`` loads onto ONNX Runtime: one graph ``model.onnx``
@@ -13,9 +13,9 @@ for the model type (BERT: fused Attention, EmbedLayerNorm, BiasGelu, LayerNormal
 other types (MobileBERT) are left to ONNX Runtime's own session-time optimisation.
 Residual adds are deliberately *not* fused into SkipLayerNormalization, offline or at
 session time (see ``SLOW_CPU_FUSIONS``).
-Every graph is checked against PyTorch before it is kept: fp32 must reproduce the
-logits within ``FP32_TOLERANCE`` and give identical answers; for int8 the share of
-identical answers and the EM/F1 change are measured and stored.
+Every graph is checked against PyTorch before it is kept (``parity.compare_answerers``):
+fp32 must reproduce the logits within ``FP32_TOLERANCE`` and give identical answers; for
+int8 the share of identical answers and the EM/F1 change are measured and stored.
 
 optimum could do the export, but it pins transformers < 4.58 and pocketqa supports 5.x.
 """
@@ -33,22 +33,21 @@ from pathlib import Path
 
 import numpy as np
 
-from pocketqa.inference.backends import model_input_names
+from pocketqa import __version__
+from pocketqa.data.features import WindowConfig, make_features, pad_batch
+from pocketqa.data.squad import Example, write_json_atomic
 from pocketqa.errors import PocketQAError, missing_extra
-from pocketqa.data.squad import Answer, Example, write_json_atomic
-from pocketqa.inference.onnx_backend import (
-    MODEL_FILE,
-    OUTPUT_NAMES,
-    SLOW_CPU_FUSIONS,
-    OnnxBackend,
-    _ort,
-)
+from pocketqa.export.parity import FP32_TOLERANCE, SAMPLE_EXAMPLES, compare_answerers, fp32_ok
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.inference.backends import TorchBackend, model_input_names
+from pocketqa.inference.onnx_backend import MODEL_FILE, OUTPUT_NAMES, SLOW_CPU_FUSIONS, OnnxBackend, _ort
+from pocketqa.modeldir import meta_threshold, meta_window, read_meta
+from pocketqa.models import dir_size_mb, load_qa_model, load_tokenizer, resolve_model
 
 FP32_FILE = "model_fp32.onnx"
 EXPORT_FILE = "export.json"
 DEFAULT_OPSET = 17  # first opset with LayerNormalization; onnxruntime >= 1.14 runs it
 MIN_OPSET = 11  # below it the exporter cannot express BERT's dynamic slices
-FP32_TOLERANCE = 1e-4  # max |logit difference| accepted between PyTorch and fp32 ONNX
 
 # int8 defaults, chosen by measurement (bench/int8_accuracy.py --sweep; pretrained MiniLM-L6
 # encoder, 150 SQuAD 2.0 dev questions, answers identical to PyTorch): per-channel scales
@@ -58,153 +57,6 @@ FP32_TOLERANCE = 1e-4  # max |logit difference| accepted between PyTorch and fp3
 INT8_PER_CHANNEL = True
 INT8_REDUCE_RANGE = False
 INT8_KEEP_HEAD_FP32 = True
-
-# -- sample questions for the parity check -----------------------------------------------
-
-
-def _sample(qid: str, context: str, question: str, answer: str | None) -> Example:
-    answers = () if answer is None else (Answer(answer, context.index(answer)),)
-    return Example(id=qid, title="sample", context=context, question=question, answers=answers,
-                   is_impossible=answer is None)
-
-
-_LIGHTHOUSE = (
-    "The lighthouse on the northern cape was built in 1874 by the harbour board. Its lamp was first "
-    "fuelled by whale oil, then by paraffin, and it was electrified in 1931. The last keeper, Ingrid "
-    "Sand, left the station in 1989, when the light was automated and its beam range cut to 18 miles."
-)
-_RIVER = (
-    "The river rises in the eastern hills and flows west for about 240 kilometres before reaching the "
-    "sea at Port Aller. Three dams regulate it, the oldest of which was completed in 1952. In spring "
-    "the melting snow can raise the water level at the delta by more than two metres, and the old town "
-    "is protected by a stone embankment that was rebuilt after the great flood of 1967. Salmon return "
-    "to the upper reaches each autumn, and a ladder beside the lowest dam lets them pass it."
-)
-_SHORT = "Marta wrote the report in Lisbon."
-
-SAMPLE_EXAMPLES = (
-    _sample("sample-1", _LIGHTHOUSE, "When was the lighthouse built?", "1874"),
-    _sample("sample-2", _LIGHTHOUSE, "Who was the last keeper?", "Ingrid Sand"),
-    _sample("sample-3", _LIGHTHOUSE, "What fuelled the lamp after paraffin?", None),
-    _sample("sample-4", _RIVER, "How long is the river?", "about 240 kilometres"),
-    _sample("sample-5", _RIVER, "When was the embankment rebuilt?", "after the great flood of 1967"),
-    _sample("sample-6", _RIVER, "Which fish return to the upper reaches?", "Salmon"),
-    _sample("sample-7", _RIVER, "Who designed the newest dam?", None),
-    _sample("sample-8", _SHORT, "Where was the report written?", "Lisbon"),
-)
-
-
-# -- parity -----------------------------------------------------------------------------
-
-
-def _with_backend(qa, backend):
-    from pocketqa.inference.answerer import QuestionAnswerer
-
-    return QuestionAnswerer(
-        backend, qa.tokenizer, window=qa.window, threshold=qa.threshold, n_best=qa.n_best,
-        max_answer_length=qa.max_answer_length, batch_size=qa.batch_size, name=qa.name, meta=qa.meta,
-    )
-
-
-def _scores(examples, decoded, threshold: float) -> dict:
-    from pocketqa.evaluation.scoring import score_decoded
-
-    s = score_decoded(examples, decoded, threshold)
-    return {k: float(s[k]) for k in ("exact", "f1", "best_exact", "best_f1")}
-
-
-def compare_answerers(reference, candidates: dict, examples: Sequence[Example], progress: bool = False) -> dict:
-    """Runs a reference answerer and candidates on the same windows; compares logits, answers, scores.
-
-    All must share tokenizer and window settings (only the backend differs); the
-    reference runs once. Logits are compared on real tokens only (padding is trimmed,
-    as in decoding).
-
-    Args:
-        reference: The QuestionAnswerer to compare against (PyTorch).
-        candidates: {name: QuestionAnswerer}.
-        examples: The questions.
-
-    Returns:
-        {name: {"examples", "windows", "max_abs_diff", "answers_identical" (share, answers at
-        the reference's threshold), "n_differing", "differing_ids" (up to 10), "reference"/"candidate"
-        (EM/F1 at the threshold and best), "delta_exact", "delta_f1"}}.
-    """
-    from pocketqa.inference.decode import decode_features
-    from pocketqa.data.features import make_features
-
-    examples = list(examples)
-    features = make_features(examples, reference.tokenizer, reference.window)
-    threshold = reference.threshold
-
-    def run(qa):
-        starts, ends = qa.logits(features, progress=progress)
-        decoded = decode_features(examples, features, starts, ends, n_best=qa.n_best,
-                                  max_answer_length=qa.max_answer_length)
-        return starts, ends, decoded
-
-    ref_starts, ref_ends, ref_decoded = run(reference)
-    ref_scores = _scores(examples, ref_decoded, threshold)
-    results = {}
-    for name, qa in candidates.items():
-        starts, ends, decoded = run(qa)
-        max_diff = 0.0
-        for ref, cand in ((ref_starts, starts), (ref_ends, ends)):
-            for a, b in zip(ref, cand):
-                max_diff = max(max_diff, float(np.max(np.abs(a - b))))
-        differing = [ex.id for ex, r, c in zip(examples, ref_decoded, decoded) if r.answer(threshold) != c.answer(threshold)]
-        scores = _scores(examples, decoded, threshold)
-        results[name] = {
-            "examples": len(examples),
-            "windows": len(features),
-            "max_abs_diff": max_diff,
-            "answers_identical": 1.0 - len(differing) / max(len(examples), 1),
-            "n_differing": len(differing),
-            "differing_ids": differing[:10],
-            "threshold": threshold,
-            "reference": ref_scores,
-            "candidate": scores,
-            "delta_exact": scores["exact"] - ref_scores["exact"],
-            "delta_f1": scores["f1"] - ref_scores["f1"],
-        }
-    return results
-
-
-def check_parity(
-    torch_dir: str | os.PathLike,
-    onnx_dir: str | os.PathLike,
-    examples: Sequence[Example] | None = None,
-    threads: int | None = None,
-    progress: bool = False,
-) -> dict:
-    """Compares an exported directory with the PyTorch checkpoint it came from.
-
-    Args:
-        torch_dir: The PyTorch model directory.
-        onnx_dir: The directory written by ``export_model`` (its pocketqa.json settings apply).
-        examples: Questions to compare on (default: a few built-in sample questions).
-        threads: CPU threads for both runtimes.
-
-    Returns:
-        The comparison of ``compare_answerers`` plus "passed_fp32": whether logits agree within
-        ``FP32_TOLERANCE`` and all answers are identical (the bar for an fp32 export).
-    """
-    from pocketqa.inference.answerer import QuestionAnswerer
-
-    onnx_qa = QuestionAnswerer.from_pretrained(onnx_dir, threads=threads)
-    if not isinstance(onnx_qa.backend, OnnxBackend):
-        raise PocketQAError(f"{onnx_dir}: holds no .onnx graph; export one first with pocketqa export")
-    torch_qa = QuestionAnswerer.from_pretrained(torch_dir, device="cpu", threads=threads, threshold=onnx_qa.threshold,
-                                               **onnx_qa.window.to_dict())
-    examples = SAMPLE_EXAMPLES if examples is None else examples
-    result = compare_answerers(torch_qa, {"onnx": onnx_qa}, examples, progress=progress)["onnx"]
-    result["passed_fp32"] = _fp32_ok(result)
-    return result
-
-
-def _fp32_ok(result: dict) -> bool:
-    return result["max_abs_diff"] <= FP32_TOLERANCE and result["answers_identical"] == 1.0
-
 
 # -- export -----------------------------------------------------------------------------
 
@@ -390,13 +242,6 @@ def export_model(
         PocketQAError: bad paths, export failure, or an fp32 graph that fails parity
             (the files are kept for inspection and export.json says why).
     """
-    from pocketqa.inference.answerer import QuestionAnswerer
-    from pocketqa.inference.backends import TorchBackend
-    from pocketqa.modeldir import meta_threshold as _meta_threshold, meta_window as _meta_window
-    from pocketqa.data.features import WindowConfig, make_features, pad_batch
-    from pocketqa.models import dir_size_mb, load_qa_model, load_tokenizer, resolve_model
-    from pocketqa.modeldir import read_meta
-
     _ort()
     src = resolve_model(model_dir)
     out = Path(out_dir)
@@ -421,8 +266,8 @@ def export_model(
     # recognise; the SDPA trace exports fine but is never fused into Attention.
     model = load_qa_model(src, device="cpu", attn_implementation="eager")
     meta = read_meta(src) if Path(src).is_dir() else {}
-    window = WindowConfig(**_meta_window(src, meta))  # checked as from_pretrained checks them
-    threshold = _meta_threshold(src, meta, "logits")
+    window = WindowConfig(**meta_window(src, meta))  # checked as from_pretrained checks them
+    threshold = meta_threshold(src, meta, "logits")
     names = model_input_names(model, tokenizer)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -451,9 +296,9 @@ def export_model(
         if optimize:
             optimization = optimize_graph(raw_path, fused_path, model.config)
             if optimization["applied"]:
-                fused_qa = _with_backend(reference, OnnxBackend.from_file(fused_path, threads))
+                fused_qa = reference.with_backend(OnnxBackend.from_file(fused_path, threads))
                 fused = compare_answerers(reference, {"fused": fused_qa}, samples)["fused"]
-                if _fp32_ok(fused):
+                if fp32_ok(fused):
                     os.replace(fused_path, raw_path)
                 else:  # keep the plain graph: a fusion that changes answers is no optimisation
                     optimization = {"applied": False, "reason": f"fused graph failed parity "
@@ -465,14 +310,14 @@ def export_model(
         fused_path.unlink(missing_ok=True)
 
     sizes = {"pytorch": round(dir_size_mb(src), 3) if Path(src).is_dir() else None, "fp32_onnx": _size_mb(fp32_path)}
-    candidates = {"fp32": _with_backend(reference, OnnxBackend.from_file(fp32_path, threads))}
+    candidates = {"fp32": reference.with_backend(OnnxBackend.from_file(fp32_path, threads))}
     if int8:
         exclude = list(nodes_to_exclude) + (qa_head_nodes(fp32_path) if keep_head_fp32 else [])
         report["quantization"] = quantize_graph(fp32_path, out / MODEL_FILE, per_channel, reduce_range, exclude)
         sizes["int8_onnx"] = _size_mb(out / MODEL_FILE)
-        candidates["int8"] = _with_backend(reference, OnnxBackend.from_file(out / MODEL_FILE, threads))
+        candidates["int8"] = reference.with_backend(OnnxBackend.from_file(out / MODEL_FILE, threads))
     parity = compare_answerers(reference, candidates, checks, progress=progress)
-    parity["fp32"]["passed"] = passed = _fp32_ok(parity["fp32"])
+    parity["fp32"]["passed"] = passed = fp32_ok(parity["fp32"])
     if int8 and passed and not keep_fp32:
         fp32_path.unlink()
     report["sizes_mb"] = sizes
@@ -504,8 +349,6 @@ def _versions() -> dict:
     import torch
 
     ort = _ort()
-    from pocketqa import __version__
-
     return {"pocketqa": __version__, "torch": torch.__version__, "onnxruntime": ort.__version__}
 
 

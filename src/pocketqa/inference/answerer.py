@@ -19,6 +19,7 @@ from pocketqa.inference.decode import Decoded, check_align_to_words, check_scori
 from pocketqa.errors import PocketQAError
 from pocketqa.data.features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
 from pocketqa.inference.backends import Backend, TorchBackend
+from pocketqa.inference.onnx_backend import OnnxBackend  # imports onnxruntime only when a graph is opened
 from pocketqa.modeldir import meta_threshold, meta_window, read_meta
 from pocketqa.models import load_qa_model, load_tokenizer, resolve_model
 from pocketqa.data.squad import Example, unencodable_at
@@ -70,6 +71,31 @@ class QuestionAnswerer:
         self.align_to_words = check_align_to_words(scoring, align_to_words)
         self.overlap: bool | None = None  # None: overlap windowing/decoding with the model on CUDA
 
+    def with_backend(self, backend: Backend) -> QuestionAnswerer:
+        """The same answerer on another backend: every tokenizer, window and decoding setting kept.
+
+        What the parity check of ``pocketqa export`` compares: the PyTorch model and its ONNX
+        graph must differ in the backend only, or the comparison measures the settings.
+
+        Args:
+            backend: The backend to run instead of ``self.backend``.
+
+        Returns:
+            A new QuestionAnswerer; ``self`` is unchanged.
+        """
+        other = type(self)(
+            backend, self.tokenizer, window=self.window, threshold=self.threshold, n_best=self.n_best,
+            max_answer_length=self.max_answer_length, batch_size=self.batch_size, name=self.name, meta=self.meta,
+            scoring=self.scoring, align_to_words=self.align_to_words,
+        )
+        other.overlap = self.overlap
+        return other
+
+    def decoding_settings(self) -> dict:
+        """The settings that turn logits into answers (two answerers with equal ones decode alike)."""
+        return {"window": self.window, "scoring": self.scoring, "align_to_words": self.align_to_words,
+                "n_best": self.n_best, "max_answer_length": self.max_answer_length}
+
     @classmethod
     def from_pretrained(
         cls,
@@ -116,8 +142,6 @@ class QuestionAnswerer:
         meta = read_meta(path) if Path(path).is_dir() else {}
         window_config = WindowConfig(**{**meta_window(path, meta), **window})
         if Path(path).is_dir() and any(Path(path).glob("*.onnx")):
-            from pocketqa.inference.onnx_backend import OnnxBackend  # onnxruntime is an optional extra
-
             backend = OnnxBackend.from_dir(path, threads=threads)
             # tokenizers alone (no transformers, no torch): loads in 0.2 s instead of 2.4 s
             if (Path(path) / TOKENIZER_FILE).is_file():
@@ -183,17 +207,18 @@ class QuestionAnswerer:
     def decode_examples(self, examples: Sequence[Example], progress: bool = False) -> list[Decoded]:
         """Windows, runs and decodes many examples at once (the batched path).
 
-        On a GPU (``overlap``), more than ``OVERLAP_CHUNK`` examples go in chunks: a helper
-        thread windows the next chunk and decodes the previous one while the model runs
-        on this one, so CPU work no longer adds to the GPU's (the answers are the same).
+        Three steps, each public: ``windows``, ``logits`` and ``decode``. On a GPU
+        (``overlap``), more than ``OVERLAP_CHUNK`` examples go in chunks: a helper thread
+        windows the next chunk and decodes the previous one while the model runs on this
+        one, so CPU work no longer adds to the GPU's (the answers are the same).
         """
         if not examples:
             return []
         if self.overlaps() and len(examples) > OVERLAP_CHUNK:
             return self._decode_overlapped(examples, progress)
-        features = self._windows(examples)
+        features = self.windows(examples)
         starts, ends = self.logits(features, progress=progress)
-        return self._decode(examples, features, starts, ends)
+        return self.decode(examples, features, starts, ends)
 
     def overlaps(self) -> bool:
         """Whether windowing and decoding overlap the model: ``overlap``, or by default on CUDA."""
@@ -202,10 +227,24 @@ class QuestionAnswerer:
         device = getattr(self.backend, "device", None)
         return getattr(device, "type", "cpu") == "cuda"
 
-    def _windows(self, examples: Sequence[Example]) -> Features:
+    def windows(self, examples: Sequence[Example]) -> Features:
+        """The model inputs of ``examples``: their windows under this answerer's tokenizer and window."""
         return make_features(examples, self.tokenizer, self.window, word_ids=self.align_to_words)
 
-    def _decode(self, examples, features, starts, ends) -> list[Decoded]:
+    def decode(
+        self, examples: Sequence[Example], features: Features, starts: list[np.ndarray], ends: list[np.ndarray]
+    ) -> list[Decoded]:
+        """Per-question answers from the windows' logits, with this answerer's decoding settings.
+
+        Args:
+            examples: The questions ``features`` were made from (by ``windows``).
+            features: Their windows.
+            starts: Start logits per window, as ``logits`` returns them.
+            ends: End logits per window.
+
+        Returns:
+            One decoding per example, in order.
+        """
         return decode_features(
             examples, features, starts, ends, n_best=self.n_best, max_answer_length=self.max_answer_length,
             scoring=self.scoring, align_to_words=self.align_to_words,
@@ -224,14 +263,14 @@ class QuestionAnswerer:
         # chunk i - 1, while this thread runs chunk i (CUDA and the Rust tokenizer release
         # the GIL while they work).
         with ThreadPoolExecutor(1, thread_name_prefix="pocketqa-cpu") as helper:
-            windowing = helper.submit(self._windows, chunks[0])
+            windowing = helper.submit(self.windows, chunks[0])
             decoding = []
             for i, chunk in enumerate(chunks):
                 features = windowing.result()
                 if i + 1 < len(chunks):
-                    windowing = helper.submit(self._windows, chunks[i + 1])
+                    windowing = helper.submit(self.windows, chunks[i + 1])
                 starts, ends = self.logits(features)
-                decoding.append(helper.submit(self._decode, chunk, features, starts, ends))
+                decoding.append(helper.submit(self.decode, chunk, features, starts, ends))
                 if bar is not None:
                     bar.update(len(chunk))
             out = [d for future in decoding for d in future.result()]
@@ -285,11 +324,19 @@ class QuestionAnswerer:
                     raise PocketQAError(f"question {i}: the {field} holds a lone surrogate at char {bad} (not valid text)")
         threshold = self.threshold if threshold is None else threshold
         examples = [Example(id=str(i), title="", context=c, question=q) for i, (q, c) in enumerate(zip(questions, contexts))]
-        results = [self._format(d, top_k, abstain, threshold) for d in self.decode_examples(examples)]
+        results = [self.format_decoded(d, top_k, abstain, threshold) for d in self.decode_examples(examples)]
         return results[0] if single else results
 
     @staticmethod
-    def _format(d: Decoded, top_k: int, abstain: bool, threshold: float):
+    def format_decoded(d: Decoded, top_k: int, abstain: bool, threshold: float):
+        """One decoding as ``__call__`` returns it (the HTTP API formats with it too, so both agree).
+
+        Args:
+            d: The decoding of one question.
+            top_k: 1 for one dict, more for a list of up to top_k dicts.
+            abstain: Put the no-answer first when null odds exceed ``threshold`` (or no span exists).
+            threshold: The no-answer threshold.
+        """
         odds = _finite(d.null_odds)
         answers = [
             {"answer": s.text, "start": s.start, "end": s.end, "score": s.probability, "null_odds": odds}

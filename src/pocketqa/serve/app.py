@@ -1,263 +1,33 @@
-"""HTTP adapter over QuestionAnswerer: a JSON API with dynamic micro-batching, and a try-it page.
+"""HTTP adapter over QuestionAnswerer: a JSON API and a try-it page (``create_app``).
 
-Requests that arrive together are answered in shared model batches: every question goes
-into one asyncio queue, and a single worker task takes up to ``max_batch`` questions (or
-whatever arrived within ``max_wait_ms`` of the first one), runs them through
-``QuestionAnswerer.decode_examples`` in a worker thread so the event loop keeps accepting
-requests, and hands each caller its own decoding. Per-request ``top_k``/``abstain`` are
-applied afterwards, when formatting, exactly as ``QuestionAnswerer.__call__`` does.
+Requests that arrive together are answered in shared model batches (batcher.py); the
+per-request ``top_k``/``abstain`` are applied afterwards, when formatting, exactly as
+``QuestionAnswerer.__call__`` does. Running the app under uvicorn is server.py.
 
-This module imports nothing from the training code; FastAPI and uvicorn are the ``serve``
-extra and are imported only when a server is built.
+This module imports nothing from the training code; FastAPI is the ``serve`` extra and is
+imported only when an app is built.
 """
 
 # No "from __future__ import annotations": FastAPI reads the (local) request models from
 # the endpoint annotations at runtime.
-import asyncio
-import errno
-import json
 import logging
-import math
 import os
 import secrets
-import socket
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pocketqa.data.squad import Example
+from pocketqa.errors import ConfigError, missing_extra
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.inference.decode import Decoded
-from pocketqa.errors import ConfigError, PocketQAError, missing_extra
 from pocketqa.models import dir_size_mb
-from pocketqa.data.squad import Example, unencodable_at
+from pocketqa.serve.batcher import BusyError, ClientGone, MicroBatcher, unless_disconnected
+from pocketqa.serve.limits import BodyLimit, Limits, item_problems
 
 logger = logging.getLogger("pocketqa.serve.app")
 
-API_KEY_ENV = "POCKETQA_API_KEY"
 API_KEY_HEADER = "X-API-Key"
 MAX_TOP_K = 20
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for; anything beyond gets a 4xx with a message naming the field.
-
-    Attributes:
-        max_body_bytes: Largest request body (413 beyond).
-        max_context_chars: Longest context, in characters.
-        max_question_chars: Longest question, in characters.
-        max_batch_items: Most items in one ``/v1/answer/batch`` request.
-        max_queue: Most questions waiting for the model before new ones get 503 (back-pressure).
-    """
-
-    max_body_bytes: int = 2_000_000
-    max_context_chars: int = 20_000
-    max_question_chars: int = 1_000
-    max_batch_items: int = 64
-    max_queue: int = 4_096
-
-    def __post_init__(self) -> None:
-        problems = [f"{name} must be >= 1, found {value}" for name, value in vars(self).items() if value < 1]
-        if problems:
-            raise ConfigError("invalid server limits: " + "; ".join(problems))
-
-
-# -- batching -------------------------------------------------------------------------
-
-
-class MicroBatcher:
-    """Collects questions from concurrent requests into shared model calls.
-
-    One worker task per event loop takes the first waiting question and everything queued
-    behind it (up to ``max_batch``), and runs the batch in a single-thread executor (the
-    model is never called from two threads at once). Under concurrent load (the previous
-    batch held more than one question) it also waits up to ``max_wait_ms`` for stragglers;
-    a lone client never waits: its batches of one go straight to the model.
-
-    Attributes:
-        model_calls: How many batches went to the model (tests compare it with requests).
-        questions: How many questions were answered.
-        largest_batch: The largest batch seen so far.
-        pending: Questions submitted and not answered yet (queued or in the model).
-    """
-
-    def __init__(self, qa: QuestionAnswerer, max_batch: int = 32, max_wait_ms: float = 5.0, max_queue: int = 4096):
-        problems = []
-        if max_batch < 1:
-            problems.append(f"max_batch must be >= 1, found {max_batch}")
-        # nan or inf would make the worker wait forever for stragglers (or die): requests hang.
-        if not math.isfinite(max_wait_ms) or max_wait_ms < 0:
-            problems.append(f"max_wait_ms must be a finite number >= 0, found {max_wait_ms}")
-        if problems:
-            raise ConfigError("; ".join(problems))
-        self.qa = qa
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000.0
-        self.max_queue = max_queue
-        self.model_calls = 0
-        self.questions = 0
-        self.largest_batch = 0
-        self.pending = 0
-        self._last_batch = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocketqa-model")
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _ensure_worker(self) -> asyncio.Queue:
-        # Started lazily on the running loop: test clients may run each request on a new loop.
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._loop is not loop:
-            self._loop = loop
-            self._queue = asyncio.Queue()
-            self._task = loop.create_task(self._work(self._queue), name="pocketqa-batcher")
-        return self._queue
-
-    async def submit(self, examples: list[Example]) -> list[Decoded]:
-        """Queues questions and waits for their decodings (in the same order).
-
-        Raises:
-            BusyError: When the queue already holds ``max_queue`` questions.
-        """
-        queue = self._ensure_worker()
-        if queue.qsize() + len(examples) > self.max_queue:
-            raise BusyError(f"{queue.qsize()} questions are waiting for the model; retry shortly")
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in examples]
-        for example, future in zip(examples, futures):
-            queue.put_nowait((example, future))
-        self.pending += len(examples)
-        try:
-            return list(await asyncio.gather(*futures))
-        finally:
-            self.pending -= len(examples)
-
-    async def _collect(self, queue: asyncio.Queue) -> list[tuple[Example, asyncio.Future]]:
-        batch = [await queue.get()]
-        loop = asyncio.get_running_loop()
-        # Waiting only pays when other callers are about to send: a lone client would
-        # just add max_wait to every answer.
-        deadline = loop.time() + (self.max_wait if self._last_batch > 1 else 0.0)
-        while len(batch) < self.max_batch:
-            try:  # whatever is already queued joins without waiting
-                batch.append(queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
-            except asyncio.TimeoutError:
-                break
-        # A caller that went away (client disconnected) cancels its future: skip its question.
-        return [(ex, fut) for ex, fut in batch if not fut.done()]
-
-    async def _work(self, queue: asyncio.Queue) -> None:
-        batch: list[tuple[Example, asyncio.Future]] = []
-        try:
-            while True:
-                batch = await self._collect(queue)
-                if not batch:
-                    continue
-                try:
-                    await self._answer(batch)
-                except Exception as e:  # any model failure goes to the callers, never kills the worker
-                    if len(batch) == 1:
-                        _fail(batch, e)
-                        continue
-                    # A question the model fails on must not fail the questions batched with
-                    # it (other clients): answer each alone, so only its own caller gets the error.
-                    for item in batch:
-                        try:
-                            await self._answer([item])
-                        except Exception as e:
-                            _fail([item], e)
-        finally:
-            # Cancelled (stop) or dying: nobody may wait forever, in the model or in the queue.
-            _fail(batch, BusyError("the server is shutting down"))
-            while not queue.empty():
-                _fail([queue.get_nowait()], BusyError("the server is shutting down"))
-
-    async def _answer(self, batch: list[tuple[Example, asyncio.Future]]) -> None:
-        loop = asyncio.get_running_loop()
-        examples = [ex for ex, _ in batch]
-        decoded = await loop.run_in_executor(self._executor, self.qa.decode_examples, examples)
-        self.model_calls += 1
-        self.questions += len(batch)
-        self.largest_batch = max(self.largest_batch, len(batch))
-        self._last_batch = len(batch)
-        for (_, fut), d in zip(batch, decoded):
-            if not fut.done():
-                fut.set_result(d)
-
-    async def stop(self) -> None:
-        """Cancels the worker of the current loop; questions in flight or queued get an error."""
-        if self._task is not None and self._loop is asyncio.get_running_loop():
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._task = None
-
-    def stats(self) -> dict:
-        return {
-            "model_calls": self.model_calls,
-            "questions": self.questions,
-            "largest_batch": self.largest_batch,
-            "pending": self.pending,
-        }
-
-
-def _fail(batch: list[tuple[Example, asyncio.Future]], error: BaseException) -> None:
-    for _, fut in batch:
-        if not fut.done():
-            fut.set_exception(error)
-
-
-class BusyError(RuntimeError):
-    """The server cannot take more questions right now (HTTP 503)."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer was ready."""
-
-
-async def _unless_disconnected(request, awaitable):
-    """Awaits ``awaitable``, cancelling it when the client disconnects first.
-
-    A client that timed out must not cost model time: cancelling ``MicroBatcher.submit``
-    cancels its futures, and the worker skips cancelled questions.
-
-    Raises:
-        ClientGone: The client went away first.
-    """
-    task = asyncio.ensure_future(awaitable)
-
-    async def disconnected() -> None:
-        # The body is already read, so the next ASGI message is the disconnect (servers and
-        # test clients send it only once the client is gone or the response is complete).
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # the request handler itself was cancelled
-        task.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    raise ClientGone
-
-
-# -- answers --------------------------------------------------------------------------
 
 
 def format_answers(d: Decoded, top_k: int, abstain: bool, threshold: float) -> tuple[list[dict], bool]:
@@ -266,7 +36,7 @@ def format_answers(d: Decoded, top_k: int, abstain: bool, threshold: float) -> t
     Uses the formatting of ``QuestionAnswerer.__call__`` so that the API and the Python
     call always agree.
     """
-    result = QuestionAnswerer._format(d, top_k, abstain, threshold)
+    result = QuestionAnswerer.format_decoded(d, top_k, abstain, threshold)
     answers = [result] if isinstance(result, dict) else result
     answers = [
         {
@@ -279,32 +49,6 @@ def format_answers(d: Decoded, top_k: int, abstain: bool, threshold: float) -> t
         for a in answers
     ]
     return answers, answers[0]["start"] is None
-
-
-def _item_problems(question: str, context: str, limits: Limits, where: str) -> list[str]:
-    problems = []
-    if not question.strip():
-        problems.append(f"{where}question: must not be empty")
-    elif len(question) > limits.max_question_chars:
-        problems.append(
-            f"{where}question: {len(question)} characters, at most {limits.max_question_chars} allowed"
-        )
-    if not context.strip():
-        problems.append(f"{where}context: must not be empty")
-    elif len(context) > limits.max_context_chars:
-        problems.append(
-            f"{where}context: {len(context)} characters, at most {limits.max_context_chars} allowed; "
-            "split the passage"
-        )
-    # JSON may carry a lone surrogate ("\ud800"); the tokenizer rejects it, which would fail
-    # every question micro-batched with this one (500s for other clients), so refuse it here.
-    for field, text in (("question", question), ("context", context)):
-        if (bad := unencodable_at(text)) is not None:
-            problems.append(f"{where}{field}: lone surrogate \\u{ord(text[bad]):04x} at character {bad} (not valid text)")
-    return problems
-
-
-# -- the app --------------------------------------------------------------------------
 
 
 def _schemas():
@@ -434,7 +178,7 @@ def create_app(
     async def answer_many(request: Request, items: list) -> list[dict]:
         examples = [Example(id=str(i), title="", context=it.context, question=it.question) for i, it in enumerate(items)]
         try:
-            decoded = await _unless_disconnected(request, batcher.submit(examples))
+            decoded = await unless_disconnected(request, batcher.submit(examples))
         except ClientGone:
             # Its questions left the queue unanswered; nobody reads this status (nginx's 499).
             raise HTTPException(499, detail="client closed the request") from None
@@ -453,7 +197,7 @@ def create_app(
     @app.post("/v1/answer", response_model=AnswerResponse, dependencies=[Depends(check_key)])
     async def answer(req: AnswerRequest, request: Request):
         """Answers one question about one passage."""
-        problems = _item_problems(req.question, req.context, limits, "")
+        problems = item_problems(req.question, req.context, limits, "")
         if problems:
             raise HTTPException(422, detail="; ".join(problems))
         return (await answer_many(request, [req]))[0]
@@ -467,7 +211,7 @@ def create_app(
             raise HTTPException(
                 422, detail=f"items: {len(req.items)} given, at most {limits.max_batch_items} per request; split the batch"
             )
-        problems = [p for i, it in enumerate(req.items) for p in _item_problems(it.question, it.context, limits, f"items.{i}.")]
+        problems = [p for i, it in enumerate(req.items) for p in item_problems(it.question, it.context, limits, f"items.{i}.")]
         if problems:
             raise HTTPException(422, detail="; ".join(problems))
         return {"results": await answer_many(request, req.items)}
@@ -498,57 +242,6 @@ def create_app(
     return app
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for request bodies over ``max_bytes``.
-
-    Checks the declared Content-Length first, and also counts the bytes actually received,
-    so chunked uploads without a length cannot get around the limit.
-    """
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    def _message(self) -> str:
-        return f"request body larger than {self.max_bytes} bytes; send fewer or shorter items"
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        from fastapi import HTTPException
-
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_json(send, 413, {"detail": self._message()})
-            return
-        received = 0
-
-        async def counting_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # FastAPI passes HTTPExceptions raised while reading the body through as they are.
-                    raise HTTPException(413, detail=self._message())
-            return message
-
-        await self.app(scope, counting_receive, send)
-
-
-async def _send_json(send, status: int, content: dict) -> None:
-    body = json.dumps(content).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def resolve_api_key(api_key: str | None) -> str | None:
-    """The key given on the command line, else $POCKETQA_API_KEY, else None (no key)."""
-    return api_key or os.environ.get(API_KEY_ENV) or None
-
-
 def check_api_key(api_key: str | None) -> None:
     """Raises ConfigError for a key no X-API-Key header can carry (the key is never printed).
 
@@ -561,73 +254,3 @@ def check_api_key(api_key: str | None) -> None:
             f"spaces, or no {API_KEY_HEADER} header can carry it; e.g. python -c 'import secrets; "
             "print(secrets.token_urlsafe(24))'"
         )
-
-
-def check_can_listen(host: str, port: int) -> None:
-    """Binds ``host:port`` once, as uvicorn will, and lets go.
-
-    Raises:
-        PocketQAError: The address is in use, not ours, or the host does not resolve.
-    """
-    # Mirrors asyncio's create_server, which uvicorn uses: every address of the host, reuse
-    # on, IPv6 sockets v6-only, addresses of a disabled family (EADDRNOTAVAIL) skipped.
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        for family, kind, proto, _, address in infos:
-            with socket.socket(family, kind, proto) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                try:
-                    sock.bind(address)
-                except OSError as e:
-                    if e.errno != errno.EADDRNOTAVAIL:
-                        raise
-    except OSError as e:
-        raise PocketQAError(
-            f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port or --host"
-        ) from None
-
-
-def serve(
-    model: str | None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    api_key: str | None = None,
-    max_batch: int = 32,
-    max_wait_ms: float = 5.0,
-    threads: int | None = None,
-    device: str | None = None,
-    batch_size: int | None = None,
-    limits: Limits = Limits(),
-    log_level: str = "info",
-    scoring: str = "logits",
-    align_to_words: bool = False,
-    n_best: int = 20,
-    max_answer_length: int = 30,
-    **window,
-) -> None:
-    """Loads a model and serves it with uvicorn until interrupted (``pocketqa serve``).
-
-    The API key comes from ``api_key``, else the environment variable POCKETQA_API_KEY.
-    ``window`` takes max_seq_length / doc_stride / max_query_length overrides.
-    """
-    try:
-        import fastapi  # noqa: F401  (checked before the slow model load)
-        import uvicorn
-    except ImportError as e:
-        raise missing_extra(e.name if e.name in ("fastapi", "uvicorn") else "fastapi", "serve") from None
-    from pocketqa.models import resolve_model
-
-    api_key = resolve_api_key(api_key)
-    check_api_key(api_key)  # these two before the slow model load (uvicorn would exit 3 after it)
-    check_can_listen(host, port)
-    path = resolve_model(model)
-    qa = QuestionAnswerer.from_pretrained(path, device=device, threads=threads, batch_size=batch_size,
-                                          scoring=scoring, align_to_words=align_to_words, n_best=n_best,
-                                          max_answer_length=max_answer_length, **window)
-    app = create_app(qa, api_key=api_key, limits=limits, max_batch=max_batch, max_wait_ms=max_wait_ms, model_dir=path)
-    auth = "on (X-API-Key)" if api_key else "off"
-    print(f"serving {qa.name} on http://{host}:{port}  (docs: /docs, API key: {auth}, max batch {max_batch})", flush=True)
-    # One process: batching needs every request to reach the same queue.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
