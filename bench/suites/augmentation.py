@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Results:
     import torch
 
-    from pocketqa.augment.edits import AugmentConfig, candidate_requests, select_paragraphs, write_augmented
+    from pocketqa.augment.edits import AugmentConfig, candidate_requests
+    from pocketqa.augment.runner import select_paragraphs, write_augmented
     from pocketqa.augment.mlm import MaskedLMCandidates, load_masked_lm
     from pocketqa.data.squad import load_squad
 
