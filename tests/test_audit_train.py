@@ -15,7 +15,10 @@ import pocketqa.recipes.finetune as train_mod
 from pocketqa.recipes.distill import TeacherLogits, answer_mask, distill_prediction, load_data
 from pocketqa.data.features import WindowConfig
 from pocketqa.training.losses import span_loss
-from pocketqa.recipes.finetune import batch_order, collate, epoch_seed, list_checkpoints, load_train_features, train
+from pocketqa.data.batching import batch_order, collate, epoch_seed
+from pocketqa.data.cache import load_train_features
+from pocketqa.recipes.finetune import train
+from pocketqa.training.checkpoint import list_checkpoints
 from pocketqa.recipes.configs import TrainConfig
 
 WINDOW = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}

@@ -33,7 +33,8 @@ from conftest import build_bert, build_tokenizer, squad_dict
 # -- pocketqa internals: the only lines to update when the modules move -------------------------
 from pocketqa.recipes.distill import distill
 from pocketqa.recipes.configs import DistillConfig
-from pocketqa.recipes.finetune import read_log, train
+from pocketqa.recipes.finetune import train
+from pocketqa.training.runlog import read_log
 from pocketqa.recipes.configs import TrainConfig
 # ---------------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import pocketqa.data.cache as cache_mod
 import pocketqa.recipes.finetune as train_mod
 from conftest import REPO, build_bert, bad_squad_file, poison_after_each_step
 from pocketqa.cli.main import main
@@ -21,7 +22,12 @@ from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features, pad_batch
 from pocketqa.training.losses import span_loss
 from pocketqa.data.squad import load_squad
-from pocketqa.recipes.finetune import batch_order, build_optimizer, collate, file_sha256, list_checkpoints, load_train_features, read_log, split_batch, train
+from pocketqa.data.batching import batch_order, collate, split_batch
+from pocketqa.data.cache import file_sha256, load_train_features
+from pocketqa.recipes.finetune import train
+from pocketqa.training.checkpoint import list_checkpoints
+from pocketqa.training.optim import build_optimizer
+from pocketqa.training.runlog import read_log
 from pocketqa.recipes.configs import TrainConfig
 
 WINDOW = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}
@@ -144,7 +150,7 @@ def test_features_are_cached_as_plain_arrays_and_collate_like_pad_batch(tmp_path
     def no_tokenising(*args, **kwargs):
         raise AssertionError("tokenised again despite the cache")
 
-    monkeypatch.setattr(train_mod, "make_features", no_tokenising)
+    monkeypatch.setattr(cache_mod, "make_features", no_tokenising)
     cached = load_train_features(tiny_squad_file, tiny_tokenizer, window, tmp_path, progress=False)
     for name in ("input_ids", "token_type_ids", "lengths", "start_positions", "end_positions", "example_index"):
         assert np.array_equal(getattr(data, name), getattr(cached, name))

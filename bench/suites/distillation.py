@@ -47,7 +47,8 @@ def student_steps(student, teacher, cache, data, mask, batches, device, names, p
     import torch
 
     from pocketqa.recipes.distill import gather_rows
-    from pocketqa.recipes.finetune import build_optimizer, collate
+    from pocketqa.data.batching import collate
+    from pocketqa.training.optim import build_optimizer
     from pocketqa.training.losses import masked_kl_div, span_loss
 
     optimizer = build_optimizer(student, 3e-5, 0.01)
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> Results:
         model_fingerprint,
         teacher_logits,
     )
-    from pocketqa.recipes.finetune import batch_order
+    from pocketqa.data.batching import batch_order
 
     setup(args)
     results = Results("distillation", args)

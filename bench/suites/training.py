@@ -86,15 +86,16 @@ def padded_tensors(data, width: int) -> dict:
 
 
 def precision_of(args) -> str:
-    if args.precision != "auto":
-        return args.precision
-    return "bf16" if args.device.startswith("cuda") else "fp32"
+    from pocketqa.training.precision import resolve_precision
+
+    return resolve_precision(args.precision, args.device)
 
 
 def pocketqa_run(path: str, train_file: Path, args, workdir: Path) -> float:
     """Seconds of the timed steps of one ``pocketqa train`` run, read from its log."""
     from pocketqa.recipes.configs import TrainConfig
-    from pocketqa.recipes.finetune import read_log, train
+    from pocketqa.recipes.finetune import train
+    from pocketqa.training.runlog import read_log
 
     out = workdir / f"pocketqa-{Path(path).name}"
     total = args.warmup_steps + args.steps
@@ -114,7 +115,7 @@ def run_squad_loop(path: str, tensors: dict, args) -> float:
     from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
     from pocketqa.models import load_qa_model
-    from pocketqa.recipes.finetune import build_scheduler
+    from pocketqa.training.optim import build_scheduler
 
     torch.manual_seed(42)
     model = load_qa_model(path, device=args.device, dtype=torch.float32)
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> Results:
     from pocketqa.data.features import WindowConfig
     from pocketqa.data.squad import load_squad, write_squad
     from pocketqa.models import load_tokenizer
-    from pocketqa.recipes.finetune import load_train_features
+    from pocketqa.data.cache import load_train_features
 
     setup(args)
     whole_pass = args.warmup_steps is None

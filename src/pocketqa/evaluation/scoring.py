@@ -94,6 +94,17 @@ def score_decoded(examples, decoded, threshold: float) -> dict:
     return scores
 
 
+def score_answerer(qa, examples, progress: bool = False) -> dict:
+    """Scores of a ``QuestionAnswerer`` on ``examples``: ``score_decoded`` at ``qa.threshold``.
+
+    The one way a model is scored (``pocketqa evaluate``, and dev evaluation while
+    training): the answers come from ``qa.decode_examples`` with the answerer's own
+    window, scoring and word-alignment settings, so the scores are those users get.
+    """
+    decoded = qa.decode_examples(examples, progress=progress)
+    return score_decoded(examples, decoded, qa.threshold)
+
+
 def format_table(scores: dict) -> str:
     rows = [
         ("all", scores.get("exact"), scores.get("f1"), scores.get("total")),
@@ -121,8 +132,7 @@ def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = Fals
     Returns {"scores": official keys + best_* + threshold, "table": text}.
     """
     examples = load_questions(data_path)
-    decoded = qa.decode_examples(examples, progress=True)
-    scores = score_decoded(examples, decoded, qa.threshold)
+    scores = score_answerer(qa, examples, progress=True)
     if save_threshold:
         model_dir = Path(resolve_model(model_arg))
         if not model_dir.is_dir():

@@ -47,22 +47,11 @@ from pocketqa.training.layer_map import parse_layer_map, pick_layers, uniform_la
 from pocketqa.data.features import WindowConfig
 from pocketqa.models import error_line, load_qa_model, load_tokenizer, resolve_model, save_qa_model
 from pocketqa.modeldir import META_FILE, update_meta
-from pocketqa.recipes.finetune import (
-    LOG_FILE,
-    RunLog,
-    TrainData,
-    batch_order,
-    build_optimizer,
-    build_scheduler,
-    collate,
-    default_cache_dir,
-    epoch_seed,
-    file_sha256,
-    load_train_features,
-    nonfinite_parameter,
-    to_device,
-    warmup_steps_for,
-)
+from pocketqa.data.batching import batch_order, collate, epoch_seed, to_device
+from pocketqa.data.cache import TrainData, default_cache_dir, file_sha256, load_train_features
+from pocketqa.training.guards import nonfinite_parameter
+from pocketqa.training.optim import build_optimizer, build_scheduler, warmup_steps_for
+from pocketqa.training.runlog import LOG_FILE, RunLog
 
 if TYPE_CHECKING:
     from pocketqa.training.bridge import VocabBridge
@@ -409,7 +398,7 @@ def load_data(
 ) -> TrainData:
     """Training windows of one or more SQuAD files, concatenated in order.
 
-    Each file goes through :func:`pocketqa.recipes.finetune.load_train_features`, so its windows
+    Each file goes through :func:`pocketqa.data.cache.load_train_features`, so its windows
     are tokenised once and read back from the feature cache on later runs.
     """
     parts = [load_train_features(p, tokenizer, window, cache_dir=cache_dir, progress=progress) for p in paths]
