@@ -141,7 +141,7 @@ class DistillConfig:
     fresh small config (``hidden``, ``heads``, ``intermediate``).
     """
 
-    teacher: str | None = setting(None, "fine-tuned QA teacher: HF dir, hub id or pip:NAME", group="models",
+    teacher: str | None = setting(None, "fine-tuned QA teacher: HF dir, hub id or pip:NAME", group="model",
                                   path="model")
     out: str | None = setting(None, "output directory (stage 1 goes to OUT/stage1 with --stage both)",
                               group="output", metavar="DIR")
@@ -155,14 +155,14 @@ class DistillConfig:
                               group="data", path="input", metavar="FILE")
     stage: str = setting("both", "which stages to run: 1 (intermediate layers), 2 (prediction layer) or both",
                          group="stages", choices=STAGES)
-    student: str | None = setting(None, "student checkpoint (e.g. a stage-1 output for --stage 2)", group="models",
+    student: str | None = setting(None, "student checkpoint (e.g. a stage-1 output for --stage 2)", group="model",
                                   path="model")
     student_base: str | None = setting(None, "build the student from this model (default: the teacher)",
-                                       group="models", path="model")
-    student_layers: int | None = setting(None, "keep K evenly spaced layers of the base", group="models")
-    hidden: int | None = setting(None, "fresh student: hidden size", group="models")
-    heads: int | None = setting(None, "fresh student: attention heads", group="models")
-    intermediate: int | None = setting(None, "fresh student: feed-forward size", group="models")
+                                       group="model", path="model")
+    student_layers: int | None = setting(None, "keep K evenly spaced layers of the base", group="model")
+    hidden: int | None = setting(None, "fresh student: hidden size", group="model")
+    heads: int | None = setting(None, "fresh student: attention heads", group="model")
+    intermediate: int | None = setting(None, "fresh student: feed-forward size", group="model")
     max_seq_length: int = setting(384, "tokens per window (question + context + specials)", group="windows")
     doc_stride: int = setting(128, "context tokens shared by consecutive windows of a long context", group="windows")
     max_query_length: int = setting(64, "question tokens kept", group="windows")
@@ -194,7 +194,7 @@ class DistillConfig:
                                     "(default: uniform)", group="losses")
     bridge: str = setting(
         "auto", "teacher numbers tokens differently: auto maps ids through a vocabulary bridge when both "
-        "tokenizers segment alike; off refuses such a pair", group="models", choices=BRIDGES,
+        "tokenizers segment alike; off refuses such a pair", group="model", choices=BRIDGES,
     )
     teacher_batch_size: int = setting(64, "windows per teacher pass when caching its logits", group="runtime")
     cache_dir: str | None = setting(None, "feature and teacher-logit cache (default: ~/.cache/pocketqa)",
