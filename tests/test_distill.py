@@ -12,7 +12,8 @@ from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, bad_sq
 
 from pocketqa.cli.main import main
 from pocketqa.recipes.distill import QueryKeyTap, answer_mask, build_student, check_pair, distill, distill_intermediate, load_data, load_projection
-from pocketqa.recipes.configs import DistillConfig, config_from_dict
+from pocketqa.config import from_dict
+from pocketqa.recipes.configs import DistillConfig
 from pocketqa.training.layer_map import parse_layer_map, pick_layers, uniform_layer_map
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features
@@ -101,10 +102,10 @@ def test_config_errors_are_reported_together():
     for fragment in ("stage must be one of", "temperature must be > 0", "kd_weight must be in [0, 1]", "batch_size must be an integer"):
         assert fragment in message
     with pytest.raises(ConfigError, match="did you mean 'temperature'"):
-        config_from_dict({"teacher": "t", "out": "o", "train": ["x"], "temprature": 2})
+        from_dict(DistillConfig, {"teacher": "t", "out": "o", "train": ["x"], "temprature": 2})
     # An unknown key does not hide the bad values (train's recipes report both at once too).
     with pytest.raises(ConfigError) as err:
-        config_from_dict({"teacher": "t", "out": "o", "train": ["x"], "kd_wieght": 0.5, "temperature": -1})
+        from_dict(DistillConfig, {"teacher": "t", "out": "o", "train": ["x"], "kd_wieght": 0.5, "temperature": -1})
     assert "did you mean 'kd_weight'" in str(err.value) and "temperature must be > 0" in str(err.value)
     # warmup >= 1 counts steps, as in train: 1.5 must not silently become 1.
     with pytest.raises(ConfigError, match="warmup >= 1 counts steps and must be whole, found 1.5"):
@@ -116,14 +117,14 @@ def test_config_errors_are_reported_together():
 
 def test_non_finite_numbers_and_mistyped_fields_are_config_problems():
     with pytest.raises(ConfigError) as err:
-        config_from_dict({"teacher": "t", "out": "o", "train": ["x"], "max_grad_norm": float("nan"),
+        from_dict(DistillConfig, {"teacher": "t", "out": "o", "train": ["x"], "max_grad_norm": float("nan"),
                           "stage2_learning_rate": float("inf"), "warmup": "nan", "temperature": float("-inf")})
     message = str(err.value)
     for name in ("max_grad_norm", "stage2_learning_rate", "warmup", "temperature"):
         assert f"{name} must be a finite number" in message
     assert "must be > 0" not in message  # one problem per bad value
     with pytest.raises(ConfigError) as err:
-        config_from_dict({"teacher": 7, "out": "o", "train": 5, "stage1_train": ["a.json", 3], "dev": ["d.json"]})
+        from_dict(DistillConfig, {"teacher": 7, "out": "o", "train": 5, "stage1_train": ["a.json", 3], "dev": ["d.json"]})
     message = str(err.value)
     for fragment in ("train must be a file or a list of files, found 5", "stage1_train must be a file or a list of files",
                      "teacher must be a string, found 7", "dev must be a string, found ['d.json']"):

@@ -28,6 +28,7 @@ from pocketqa.recipes.finetune import train
 from pocketqa.training.checkpoint import list_checkpoints
 from pocketqa.training.optim import build_optimizer
 from pocketqa.training.runlog import read_log
+from pocketqa.config import from_recipe
 from pocketqa.recipes.configs import TrainConfig
 
 WINDOW = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}
@@ -379,11 +380,11 @@ def test_every_recipe_problem_is_reported_at_once(tmp_path):
         encoding="utf-8",
     )
     with pytest.raises(ConfigError) as info:
-        TrainConfig.from_recipe(recipe)
+        from_recipe(TrainConfig, recipe)
     message = str(info.value)
     assert "5 problem(s)" in message and str(recipe) in message
     for expected in ("unknown key 'learning_rat' (did you mean 'learning_rate'?)", "epochs must be >= 1",
-                     "precision must be one of", "batch_size must be an int, found 'lots'", "doc_stride (500)"):
+                     "precision must be one of", "batch_size must be an integer, found 'lots'", "doc_stride (500)"):
         assert expected in message
 
 
@@ -401,7 +402,7 @@ def test_non_finite_numbers_are_config_problems(tmp_path):
 def test_recipe_values_are_typed_and_flags_override_them(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: m\ntrain: t.json\nout: o\nlearning_rate: 3e-5\nwarmup: 0.1\nepochs: 3\n", encoding="utf-8")
-    config = TrainConfig.from_recipe(recipe, {"epochs": 1, "batch_size": None})
+    config = from_recipe(TrainConfig, recipe, {"epochs": 1, "batch_size": None})
     assert config.learning_rate == 3e-5 and isinstance(config.learning_rate, float)  # YAML reads 3e-5 as str
     assert config.epochs == 1 and config.batch_size == 16
 
@@ -411,7 +412,7 @@ TRAIN_RECIPES = ["mobilebert-uncased-squad2.yaml", "bert-base-uncased-squad2.yam
 
 @pytest.mark.parametrize("recipe", [REPO / "src" / "pocketqa" / "recipes" / name for name in TRAIN_RECIPES], ids=lambda p: p.name)
 def test_shipped_recipes_are_valid(recipe):
-    config = TrainConfig.from_recipe(recipe)
+    config = from_recipe(TrainConfig, recipe, {"train": "train.json", "dev": "dev.json"}, inputs=("train",))
     assert config.max_seq_length == 384 and config.doc_stride == 128
 
 

@@ -21,10 +21,11 @@ import argparse
 import difflib
 import math
 import os
+import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +47,8 @@ def setting(
     nargs: str | None = None,
     const: Any = None,
     path: str | None = None,
+    metavar: str | None = None,
+    check: Callable[[Any], str | None] | None = None,
     flag: bool = True,
     default_factory: Any = MISSING,
 ):
@@ -60,10 +63,15 @@ def setting(
         nargs / const: argparse's, for flags such as ``--resume [DIR]``.
         path: ``"input"`` for files or folders a recipe names relative to itself;
             ``"model"`` for a model that may be a hub id (resolved only if it exists there).
+        metavar: The value's name in ``--help`` (default: the field's name in capitals).
+        check: A rule on the converted value: returns None when it is fine, else what was
+            expected and found (``"expected cpu, cuda, ... got 'gpu'"``); run by
+            :func:`validate` and by the flag's parser.
         flag: False for settings that have no command-line flag.
     """
     metadata = {"help": help, "group": group, "choices": tuple(choices) if choices else None,
-                "aliases": tuple(aliases), "nargs": nargs, "const": const, "path": path, "flag": flag}
+                "aliases": tuple(aliases), "nargs": nargs, "const": const, "path": path,
+                "metavar": metavar, "check": check, "flag": flag}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -130,35 +138,58 @@ def coerce_fields(config) -> tuple[list[str], set[str]]:
         kind, optional, is_list = _kinds(hints[f.name])
         value = getattr(config, f.name)
         if value is None:
-            if not optional and not is_list:
+            if is_list:
+                _set(config, f.name, [])
+            elif not optional:
                 problems.append(f"{f.name} must not be empty")
                 bad.add(f.name)
-            elif is_list:
-                setattr(config, f.name, [])
+                _set(config, f.name, _default(f))
             continue
         if is_list:
-            items = [value] if isinstance(value, (str, os.PathLike)) else value
-            converted = [convert(v, kind) for v in items] if isinstance(items, (list, tuple)) else None
-            if converted is None or any(c is None for c in converted):
-                problems.append(f"{f.name} must be {_article(kind)} or a list of them, found {value!r}")
-                bad.add(f.name)
-                setattr(config, f.name, _default(f))
-            else:
-                setattr(config, f.name, converted)
-            continue
-        converted = convert(value, kind)
-        if converted is None:
-            problems.append(f"{f.name} must be {_article(kind)}, found {value!r}")
-        elif kind is float and not math.isfinite(converted):  # inf/nan pass every > 0 check
-            problems.append(f"{f.name} must be a finite number, found {value!r}")
-        elif f.metadata.get("choices") and converted not in f.metadata["choices"]:
-            problems.append(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, found {converted!r}")
+            converted, problem = _coerce_list(f, kind, value)
         else:
-            setattr(config, f.name, converted)
-            continue
-        bad.add(f.name)
-        setattr(config, f.name, _default(f))
+            converted, problem = _coerce_value(f, kind, value)
+        if problem is None:
+            _set(config, f.name, converted)
+        else:
+            problems.append(problem)
+            bad.add(f.name)
+            _set(config, f.name, _default(f))
     return problems, bad
+
+
+def _set(config, name: str, value: Any) -> None:
+    # object.__setattr__ works on frozen dataclasses too, as in their own __post_init__
+    object.__setattr__(config, name, value)
+
+
+def _coerce_value(f, kind: type, value: Any) -> tuple[Any, str | None]:
+    """(the value as ``kind``, None) or (None, the problem) for one scalar field."""
+    choices = f.metadata.get("choices")
+    if kind is str and choices and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # YAML reads `stage: 1` as a number
+    converted = convert(value, kind)
+    if converted is None:
+        return None, f"{f.name} must be {_article(kind)}, found {value!r}"
+    if kind is float and not math.isfinite(converted):  # inf/nan pass every > 0 check
+        return None, f"{f.name} must be a finite number, found {value!r}"
+    if choices and converted not in choices:
+        return None, f"{f.name} must be one of {', '.join(choices)}, found {converted!r}"
+    check = f.metadata.get("check")
+    problem = check(converted) if check is not None else None
+    if problem is not None:
+        return None, f"{f.name}: {problem}"
+    return converted, None
+
+
+def _coerce_list(f, kind: type, value: Any) -> tuple[Any, str | None]:
+    """A list field: one item may be given alone (``train: a.json``)."""
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
+    converted = [convert(v, kind) for v in items] if isinstance(items, (list, tuple)) else None
+    if converted is None or any(c is None for c in converted):
+        what = "a file or a list of files" if f.metadata.get("path") else f"{_article(kind)} or a list of them"
+        return None, f"{f.name} must be {what}, found {value!r}"
+    return converted, None
 
 
 def _default(f) -> Any:
@@ -216,17 +247,49 @@ def to_dict(config) -> dict:
     return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
+# -- value rules shared by several settings ---------------------------------------------
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?")
+
+
+def device_name(value: str) -> str | None:
+    """A ``check`` for device settings: None for cpu, cuda, cuda:N, mps or xpu[:N], else the problem.
+
+    Only the spelling is checked here; whether this machine has the device is checked
+    where the model is placed (``pocketqa.models.check_device``).
+    """
+    if _DEVICE.fullmatch(value):
+        return None
+    return f"expected cpu, cuda, cuda:N or mps, got {value!r}"
+
+
 # -- recipes ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe read from YAML.
+
+    Attributes:
+        values: Its settings, keys spelled with ``_``; relative input paths already resolved.
+        source: A label for messages: the file, or ``recipe 'NAME'`` for a shipped one.
+        shipped: Whether it ships inside the package (such recipes carry no data paths).
+    """
+
+    values: dict
+    source: str
+    shipped: bool
+
+
 def shipped_recipes() -> dict[str, Path]:
-    """The recipes that ship inside the package, by name (file name without .yaml)."""
+    """The recipes that ship inside the package, by name (file name without .yaml), sorted."""
     folder = resources.files("pocketqa") / "recipes"
-    return {
+    found = {
         Path(entry.name).stem: Path(os.fspath(entry))
         for entry in folder.iterdir()
         if entry.name.endswith(RECIPE_SUFFIXES)
     }
+    return dict(sorted(found.items()))
 
 
 def recipe_summary(path: Path) -> str:
@@ -242,14 +305,18 @@ def recipe_summary(path: Path) -> str:
 def find_recipe(name_or_path: str | os.PathLike) -> tuple[Path, bool]:
     """Resolves a recipe: a file path, or the name of a shipped recipe.
 
+    A name may be written ``NAME``, ``NAME.yaml`` or ``recipes/NAME.yaml`` (the spelling
+    from a source checkout). A path to one of the shipped files counts as shipped.
+
     Returns:
         The recipe file and whether it is a shipped one.
     """
     path = Path(name_or_path)
-    if path.is_file():
-        return path, False
     shipped = shipped_recipes()
-    name = path.name[: -len(path.suffix)] if path.suffix in RECIPE_SUFFIXES else path.name
+    if path.is_file():
+        resolved = path.resolve()
+        return path, any(resolved == p.resolve() for p in shipped.values())
+    name = path.stem if path.suffix in RECIPE_SUFFIXES else path.name
     if name in shipped and (len(path.parts) == 1 or not path.parent.exists() or path.parent.name == "recipes"):
         return shipped[name], True
     close = difflib.get_close_matches(name, list(shipped), n=1, cutoff=0.6)
@@ -282,32 +349,28 @@ def read_yaml(path: Path) -> dict:
     return values
 
 
-def load_recipe(cls: type, name_or_path: str | os.PathLike) -> tuple[dict, str]:
-    """Reads a recipe for config class ``cls``.
+def load_recipe(cls: type, name_or_path: str | os.PathLike) -> Recipe:
+    """Reads a recipe for config class ``cls`` (a shipped recipe's name, or a YAML file).
 
     Relative input paths in a recipe file (fields with ``path="input"``) are read against
     the recipe's folder, so a recipe works from any working directory; a ``path="model"``
     field is resolved there only when it exists there (otherwise it may be a hub id or a
     run made from the working directory). Outputs stay relative to the working directory.
-
-    Returns:
-        The values and a source label for messages (the file, or ``recipe NAME``).
     """
     path, shipped = find_recipe(name_or_path)
-    values = read_yaml(path)
+    values = {str(k).replace("-", "_"): v for k, v in read_yaml(path).items()}
     if shipped:
-        return values, f"recipe {path.stem!r}"
+        return Recipe(values, f"recipe {path.stem!r}", True)
     kinds = {f.name: f.metadata.get("path") for f in fields(cls)}
-    base = path.parent
-    for key, value in list(values.items()):
-        kind = kinds.get(str(key).replace("-", "_"))
+    for key, value in values.items():
+        kind = kinds.get(key)
         if kind is None or value is None:
             continue
         if isinstance(value, (list, tuple)):
-            values[key] = [_resolve(v, base, kind) for v in value]
+            values[key] = [_resolve(v, path.parent, kind) for v in value]
         else:
-            values[key] = _resolve(value, base, kind)
-    return values, str(path)
+            values[key] = _resolve(value, path.parent, kind)
+    return Recipe(values, str(path), False)
 
 
 def _resolve(value, base: Path, kind: str):
@@ -319,22 +382,63 @@ def _resolve(value, base: Path, kind: str):
     return value
 
 
-def require_inputs(values: Mapping[str, Any], source: str, required: Sequence[str]) -> None:
-    """For a shipped recipe: its data paths must come from the command line."""
+def require_inputs(
+    values: Mapping[str, Any], source: str, required: Sequence[str], optional: Sequence[str] = ()
+) -> None:
+    """For a shipped recipe: its data paths must come from the command line.
+
+    Raises:
+        ConfigError: naming the flags to give when a ``required`` key has no value; keys in
+            ``optional`` that have no value either are named as well, in brackets.
+    """
     missing = [k for k in required if not values.get(k)]
-    if missing:
-        flags = " and ".join(f"--{k.replace('_', '-')} FILE" for k in missing)
-        raise ConfigError(f"{source} is shipped without data paths: give {flags}")
+    if not missing:
+        return
+    flags = " and ".join(f"--{k.replace('_', '-')} FILE" for k in missing)
+    also = [f"--{k.replace('_', '-')} FILE" for k in optional if not values.get(k)]
+    if also:
+        flags += f" (and {' and '.join(also)})"
+    raise ConfigError(f"{source} ships without data paths: give {flags}")
+
+
+def from_recipe(
+    cls: type[T],
+    name_or_path: str | os.PathLike,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    inputs: Sequence[str] = (),
+    optional_inputs: Sequence[str] = (),
+) -> T:
+    """Builds ``cls`` from a recipe; non-None ``overrides`` (flags) replace its values.
+
+    Args:
+        cls: The config class.
+        name_or_path: A shipped recipe's name or a YAML file.
+        overrides: Settings given on the command line.
+        inputs: Data settings a shipped recipe leaves to the command line and that are
+            required (see :func:`require_inputs`); ``optional_inputs`` are suggested with them.
+    """
+    recipe = load_recipe(cls, name_or_path)
+    values = {**recipe.values, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    if recipe.shipped:
+        require_inputs(values, recipe.source, inputs, optional_inputs)
+    return from_dict(cls, values, source=recipe.source)
 
 
 # -- command-line flags -----------------------------------------------------------------
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()
+) -> dict[str, argparse._ArgumentGroup]:
     """Adds a flag for every field of ``cls``, grouped by the fields' ``group`` metadata.
 
     Every flag defaults to None, meaning "not given", so that a recipe's value stands unless
-    the flag overrides it. Bools get ``--name`` / ``--no-name``.
+    the flag overrides it. Bools get ``--name`` / ``--no-name``; values are converted and
+    checked as :func:`validate` would, so a bad one is argparse's one-line error.
+
+    Returns:
+        The argument groups by name, for hand-written flags that belong with them.
     """
     hints = typing.get_type_hints(cls)
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -344,29 +448,53 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = 
             continue
         group_name = meta.get("group", "general")
         if group_name not in groups:
-            groups[group_name] = parser.add_argument_group(f"{group_name} settings")
+            groups[group_name] = parser.add_argument_group(group_name)
         kind, _, is_list = _kinds(hints[f.name])
         names = [f"--{f.name.replace('_', '-')}", *meta.get("aliases", ())]
         kwargs: dict[str, Any] = {"default": None, "dest": f.name, "help": _help(meta.get("help"), f)}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["metavar"] = f.name.upper()
+            kwargs["type"] = _flag_type(kind, meta.get("check"))
             if meta.get("choices"):
                 kwargs["choices"] = meta["choices"]
-                kwargs.pop("metavar")
+            else:
+                kwargs["metavar"] = meta.get("metavar") or {int: "N", float: "X"}.get(kind, f.name.upper())
             if is_list:
                 kwargs["nargs"] = "+"
             elif meta.get("nargs"):
                 kwargs["nargs"] = meta["nargs"]
                 kwargs["const"] = meta.get("const")
         groups[group_name].add_argument(*names, **kwargs)
+    return groups
+
+
+def _flag_type(kind: type, check: Callable[[Any], str | None] | None):
+    """An argparse ``type`` that reads a flag's text as ``kind``, as :func:`validate` would."""
+
+    def parse(text: str):
+        value = convert(text, kind)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"expected {_article(kind)}, got {text!r}")
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        problem = check(value) if check is not None else None
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
 
 
 def _help(text: str | None, f) -> str:
     default = _default(f)
-    shown = "" if default in (None, [], ()) or isinstance(default, bool) else f" (default: {default})"
-    return (text or "") + shown
+    if isinstance(default, bool):
+        shown = f" (default: {'on' if default else 'off'})"
+    elif default in (None, [], ()):
+        shown = ""
+    else:
+        shown = f" (default: {default})"
+    return ((text or "") + shown).strip().replace("%", "%%")
 
 
 def flag_values(args: argparse.Namespace, cls: type) -> dict:

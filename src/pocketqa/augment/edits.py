@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from pocketqa.config import setting, validate
 from pocketqa.data.squad import Answer, Example
-from pocketqa.errors import ConfigError
 
 Span = tuple[int, int]
 CandidatesFn = Callable[[str, Sequence[Span]], list[list[str]]]
@@ -269,19 +269,26 @@ class FunctionSource:
 class AugmentConfig:
     """Settings of ``pocketqa augment`` (TinyBERT's defaults: p=0.4, k=15; the seed card used x20)."""
 
-    factor: int = 20
-    replace_prob: float = 0.4
-    candidates: int = 15
-    seed: int = 0
-    include_original: bool = False
-    augment_questions: bool = False
-    shard_index: int = 0
-    num_shards: int = 1
-    chunk_paragraphs: int = 64
+    factor: int = setting(20, "copies per paragraph", group="augmentation")
+    replace_prob: float = setting(0.4, "chance to replace each eligible word", group="augmentation")
+    candidates: int = setting(15, "top-k candidates per word", group="augmentation")
+    seed: int = setting(0, "random seed (each paragraph draws from its own generator)", group="augmentation")
+    include_original: bool = setting(False, "also write the original questions", group="augmentation")
+    augment_questions: bool = setting(False, "also replace question words", group="augmentation")
+    shard_index: int = setting(0, flag=False)  # both set by --shard K/N
+    num_shards: int = setting(1, flag=False)
+    chunk_paragraphs: int = setting(
+        64, "paragraphs whose candidates are looked up together (memory; the output does not depend on it)",
+        group="runtime",
+    )
 
     def __post_init__(self) -> None:
+        validate(self)
+
+    def problems(self, skip: set[str]) -> list[str]:
+        """Range checks, named by flag (a value of the wrong type was reset to its default)."""
         problems = []
-        if not isinstance(self.factor, int) or self.factor < 1:
+        if self.factor < 1:
             problems.append(f"--factor must be an integer >= 1, found {self.factor!r}")
         if not 0.0 <= self.replace_prob <= 1.0:
             problems.append(f"--replace-prob must be in [0, 1], found {self.replace_prob!r}")
@@ -293,5 +300,4 @@ class AugmentConfig:
             )
         if self.chunk_paragraphs < 1:
             problems.append(f"chunk_paragraphs must be >= 1, found {self.chunk_paragraphs!r}")
-        if problems:
-            raise ConfigError("; ".join(problems))
+        return problems
