@@ -8,7 +8,7 @@ import pytest
 
 from pocketqa.cli.main import main
 from pocketqa.errors import ConfigError
-from pocketqa.recipes.mlm_head import MLMHeadConfig
+from pocketqa.recipes.configs import MLMHeadConfig
 
 
 def test_settings_are_typed_and_every_problem_is_reported_at_once():

@@ -14,8 +14,8 @@ from pocketqa.augment.runner import merge_shards, parse_shard
 from pocketqa.cli.common import add_recipe_flag, build_config, device, fresh_out_dir, output_file
 from pocketqa.config import add_flags, flag_values
 from pocketqa.errors import ConfigError
-from pocketqa.recipes.configs import DistillConfig, TrainConfig
-from pocketqa.recipes.mlm_head import MLMHeadConfig
+from pocketqa.recipes.configs import DistillConfig, MLMHeadConfig, TrainConfig
+
 
 
 def add_train(sub) -> None:

@@ -275,3 +275,33 @@ class DistillConfig:
 
     def window(self) -> WindowConfig:
         return WindowConfig(self.max_seq_length, self.doc_stride, self.max_query_length)
+
+
+@dataclass
+class MLMHeadConfig:
+    """Settings of ``pocketqa mlm-head``."""
+
+    steps: int = setting(300, "optimizer steps", group="training")
+    batch_size: int = setting(32, "context pieces per step", group="training")
+    lr: float = setting(2e-3, "peak AdamW learning rate (linear warmup, cosine decay to 10%)", group="training")
+    max_length: int = setting(128, "tokens per context piece, special tokens included", group="data")
+    mask_prob: float = setting(0.15, "share of the tokens masked", group="data", flag=False)
+    eval_contexts: int = setting(200, "held-out contexts for the accuracy", group="evaluation")
+    seed: int = setting(0, "seed of the training batches and masks", group="training")
+    top_k: int = setting(15, "k of the reported top-k accuracy", group="evaluation", flag=False)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def problems(self, skip: set[str]) -> list[str]:
+        """Range checks; fields in ``skip`` were already reported."""
+        checks = [
+            ("steps", self.steps >= 1, f"steps must be >= 1, found {self.steps}"),
+            ("batch_size", self.batch_size >= 1, f"batch_size must be >= 1, found {self.batch_size}"),
+            ("lr", self.lr > 0, f"lr must be > 0, found {self.lr}"),
+            ("max_length", self.max_length >= 8, f"max_length must be >= 8, found {self.max_length}"),
+            ("mask_prob", 0 < self.mask_prob < 1, f"mask_prob must be in (0, 1), found {self.mask_prob}"),
+            ("eval_contexts", self.eval_contexts >= 1, f"eval_contexts must be >= 1, found {self.eval_contexts}"),
+            ("top_k", self.top_k >= 1, f"top_k must be >= 1, found {self.top_k}"),
+        ]
+        return [message for name, ok, message in checks if name not in skip and not ok]
