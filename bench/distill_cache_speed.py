@@ -30,12 +30,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from pocketqa.recipes.distill import (  # noqa: E402
+from pocketqa.models import build_student  # noqa: E402
+from pocketqa.recipes.distill import load_data  # noqa: E402
+from pocketqa.training.teacher_cache import (  # noqa: E402
     answer_mask,
-    build_student,
     cache_key_parts,
     gather_rows,
-    load_data,
     model_fingerprint,
     teacher_logits,
 )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from pocketqa.recipes.distill import build_student
+from pocketqa.models import build_student
 
 REPO = Path(__file__).resolve().parent.parent
 KINDS = {"default (loop)": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
