@@ -30,7 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from pocketqa.augment.edits import AugmentConfig, candidate_requests, select_paragraphs, write_augmented  # noqa: E402
-from pocketqa.augment.mlm import MaskedLMCandidates, MLMHeadConfig, fit_mlm_head, load_masked_lm  # noqa: E402
+from pocketqa.augment.mlm import MaskedLMCandidates, load_masked_lm  # noqa: E402
+from pocketqa.recipes.mlm_head import MLMHeadConfig, fit_mlm_head  # noqa: E402
 from pocketqa.data.squad import load_squad  # noqa: E402
 
 

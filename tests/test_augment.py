@@ -329,7 +329,8 @@ def test_fit_mlm_head_trains_only_the_head(tmp_path):
     from safetensors.torch import load_file
     from transformers import BertConfig, BertModel
 
-    from pocketqa.augment.mlm import MLMHeadConfig, fit_mlm_head, load_masked_lm
+    from pocketqa.augment.mlm import load_masked_lm
+    from pocketqa.recipes.mlm_head import MLMHeadConfig, fit_mlm_head
     from pocketqa.modeldir import read_meta
 
     tok = build_tokenizer()

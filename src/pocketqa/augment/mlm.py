@@ -1,4 +1,4 @@
-"""Masked language models for augmentation: loading, candidate words, fitting a head.
+"""Masked language models for augmentation: loading, candidate words.
 
 - ``load_masked_lm`` loads any HF masked-LM directory or hub id (AutoModelForMaskedLM)
   and says so when its LM head is missing (randomly initialised).
@@ -7,20 +7,17 @@
   only at the masked positions. Words of several WordPieces get nearest neighbours in
   word vectors instead (``WordVectors``, GloVe text format) or, without a vector file,
   in the MLM's own input embeddings averaged over the word's pieces.
-- ``fit_mlm_head`` fits a BERT MLM head (transform + output bias; the decoder is tied to
-  the frozen input embeddings) on top of a frozen encoder, e.g. the pip all-MiniLM-L6-v2,
-  from SQuAD contexts, and reports masked-token accuracy on held-out contexts.
+- An encoder without a trained LM head gets one from ``pocketqa mlm-head``
+  (:mod:`pocketqa.recipes.mlm_head`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pocketqa.augment.edits import STOP_WORDS
@@ -36,7 +33,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _head_module(model):
+def lm_head_module(model):
     """The LM head as one module applied to hidden states, or None when the model has no single one.
 
     BertForMaskedLM has ``bert`` + ``cls``; RobertaForMaskedLM ``roberta`` + ``lm_head``.
@@ -101,7 +98,7 @@ def load_masked_lm(name_or_path: str, device: str | None = None, dtype=None):
     return model, tokenizer, head_missing
 
 
-def _special_template(tokenizer) -> tuple[list[int], list[int]]:
+def special_template(tokenizer) -> tuple[list[int], list[int]]:
     """The special tokens the tokenizer puts before and after one sentence ([CLS] / [SEP] for BERT)."""
     if tokenizer.mask_token_id is None:
         raise PocketQAError(f"{tokenizer.name_or_path}: the tokenizer has no mask token; a masked LM is needed")
@@ -242,14 +239,14 @@ class MaskedLMCandidates:
         self.max_length = max_length
         self.word_vectors = word_vectors
         self.device = next(model.parameters()).device
-        self._head = _head_module(model)
+        self._head = lm_head_module(model)
         vocab_size = model.get_output_embeddings().weight.shape[0]
         allowed = _whole_word_mask(tokenizer, vocab_size)
         self._penalty = torch.where(allowed, 0.0, float("-inf")).to(self.device)
         self._tokens = tokenizer.convert_ids_to_tokens(list(range(min(vocab_size, len(tokenizer)))))
         self._allowed_ids = allowed.nonzero().squeeze(1).to(self.device)
         # The tokenizer's own special-token template around a single sentence ([CLS] x [SEP]).
-        self._prefix, self._suffix = _special_template(tokenizer)
+        self._prefix, self._suffix = special_template(tokenizer)
         self._token_types = "token_type_ids" in tokenizer.model_input_names
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._unit_embeddings = None
@@ -418,220 +415,3 @@ def augment_with_mlm(
     stats = write_augmented(paragraphs, out, source, config, progress=progress, meta=meta)
     stats.update(source.stats, seconds=round(time.perf_counter() - start, 1))
     return stats
-
-
-# -- fitting a head on a frozen encoder -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MLMHeadConfig:
-    """Settings of ``pocketqa mlm-head``."""
-
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 2e-3
-    max_length: int = 128
-    mask_prob: float = 0.15
-    eval_contexts: int = 200
-    seed: int = 0
-    top_k: int = 15
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.steps < 1:
-            problems.append(f"--steps must be >= 1, found {self.steps}")
-        if self.batch_size < 1:
-            problems.append(f"--batch-size must be >= 1, found {self.batch_size}")
-        if not self.lr > 0:
-            problems.append(f"--lr must be > 0, found {self.lr}")
-        if self.max_length < 8:
-            problems.append(f"--max-length must be >= 8, found {self.max_length}")
-        if not 0 < self.mask_prob < 1:
-            problems.append(f"mask_prob must be in (0, 1), found {self.mask_prob}")
-        if self.eval_contexts < 1:
-            problems.append(f"--eval-contexts must be >= 1, found {self.eval_contexts}")
-        if problems:
-            raise ConfigError("; ".join(problems))
-
-
-def _chunk_contexts(tokenizer, contexts: list[str], length: int) -> list[list[int]]:
-    """Tokenizes contexts and cuts each into pieces of at most ``length`` tokens (no specials)."""
-    ids = tokenizer(contexts, add_special_tokens=False, verbose=False)["input_ids"]
-    return [seq[i : i + length] for seq in ids for i in range(0, len(seq), length) if len(seq[i : i + length]) >= 4]
-
-
-def _mask_batch(chunks, prefix, suffix, mask_id, pad_id, mask_prob, generator):
-    """Builds one masked batch: every chosen token becomes [MASK] (we only ever predict [MASK]).
-
-    Returns input_ids [B, T], attention_mask [B, T], masked positions bool [B, T], labels [B, T].
-    """
-    import torch
-
-    width = max(len(c) for c in chunks) + len(prefix) + len(suffix)
-    input_ids = torch.full((len(chunks), width), pad_id, dtype=torch.long)
-    attention = torch.zeros_like(input_ids)
-    chosen = torch.zeros_like(input_ids, dtype=torch.bool)
-    for i, chunk in enumerate(chunks):
-        row = torch.tensor(prefix + chunk + suffix)
-        input_ids[i, : len(row)] = row
-        attention[i, : len(row)] = 1
-        pick = torch.rand(len(chunk), generator=generator) < mask_prob
-        if not pick.any():
-            pick[torch.randint(len(chunk), (1,), generator=generator)] = True
-        chosen[i, len(prefix) : len(prefix) + len(chunk)] = pick
-    labels = input_ids.clone()
-    input_ids[chosen] = mask_id
-    return input_ids, attention, chosen, labels
-
-
-def fit_mlm_head(
-    encoder: str,
-    data: str | os.PathLike,
-    out: str | os.PathLike,
-    config: MLMHeadConfig,
-    device: str | None = None,
-    progress: bool = True,
-) -> dict:
-    """Fits the MLM head of a frozen encoder on SQuAD contexts and saves an HF masked-LM dir.
-
-    The encoder (e.g. ``pip:all-MiniLM-L6-v2``, a BertModel) is loaded as its masked-LM
-    class with all encoder weights frozen; the decoder stays tied to the (frozen) input
-    embeddings, so only the head's transform (dense + LayerNorm) and output bias train.
-    The bias starts at the log unigram frequencies of the training tokens, so step 0
-    already predicts the frequency prior. The last ``eval_contexts`` distinct contexts
-    are held out; masked-token top-1 and top-k accuracy on them is measured before and
-    after training.
-
-    Returns:
-        The report saved under ``mlm_head`` in ``out/pocketqa.json``.
-    """
-    import torch
-
-    from pocketqa.modeldir import update_meta
-    from pocketqa.data.squad import load_squad
-
-    contexts = list(dict.fromkeys(ex.context for ex in load_squad(data)))
-    if len(contexts) <= config.eval_contexts:
-        raise ConfigError(
-            f"{data}: {len(contexts)} distinct contexts, need more than --eval-contexts ({config.eval_contexts})"
-        )
-    device = device or default_device()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the head is missing on purpose: we fit it here
-        model, tokenizer, _ = load_masked_lm(encoder, device=device, dtype=torch.float32)
-    head = _head_module(model)
-    if head is None:
-        raise PocketQAError(f"{encoder}: its masked-LM class has no single head module to fit")
-    tied = model.get_input_embeddings().weight
-    for p in model.parameters():
-        p.requires_grad_(False)
-    trainable = [p for p in head.parameters() if p is not tied]
-    for p in trainable:
-        p.requires_grad_(True)
-
-    prefix, suffix = _special_template(tokenizer)
-    length = config.max_length - len(prefix) - len(suffix)
-    train_chunks = _chunk_contexts(tokenizer, contexts[: -config.eval_contexts], length)
-    eval_chunks = _chunk_contexts(tokenizer, contexts[-config.eval_contexts :], length)
-
-    output_bias = model.get_output_embeddings().bias
-    vocab_size = output_bias.shape[0]
-    counts = torch.ones(vocab_size)
-    for chunk in train_chunks:
-        counts.index_add_(0, torch.tensor(chunk), torch.ones(len(chunk)))
-    with torch.no_grad():
-        output_bias.copy_((counts / counts.sum()).log().to(output_bias.device))
-
-    device_t = torch.device(device)
-    base = model.base_model
-    token_types = "token_type_ids" in tokenizer.model_input_names
-
-    def masked_logits(input_ids, attention, chosen):
-        inputs = {"input_ids": input_ids.to(device_t), "attention_mask": attention.to(device_t)}
-        if token_types:
-            inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
-        with torch.no_grad():
-            hidden = base(**inputs)[0]
-        return head(hidden[chosen.to(device_t)])
-
-    def evaluate() -> dict:
-        head.eval()
-        generator = torch.Generator().manual_seed(1234)  # the same masks before and after training
-        hits1 = hitsk = total = 0
-        loss_sum = 0.0
-        with torch.no_grad():
-            for b in range(0, len(eval_chunks), config.batch_size):
-                ids, att, chosen, labels = _mask_batch(
-                    eval_chunks[b : b + config.batch_size], prefix, suffix, tokenizer.mask_token_id,
-                    tokenizer.pad_token_id or 0, config.mask_prob, generator,
-                )
-                logits = masked_logits(ids, att, chosen).float()
-                gold = labels[chosen].to(device_t)
-                loss_sum += torch.nn.functional.cross_entropy(logits, gold, reduction="sum").item()
-                top = logits.topk(config.top_k, dim=1).indices
-                hits1 += (top[:, 0] == gold).sum().item()
-                hitsk += (top == gold[:, None]).any(1).sum().item()
-                total += len(gold)
-        head.train()
-        return {
-            "masked_tokens": total,
-            "top1_accuracy": hits1 / total,
-            f"top{config.top_k}_accuracy": hitsk / total,
-            "loss": loss_sum / total,
-        }
-
-    before = evaluate()
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.01)
-    warmup = max(1, config.steps // 20)
-
-    def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 10%
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, config.steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    generator = torch.Generator().manual_seed(config.seed)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, desc="mlm-head", unit="step")
-    start = time.perf_counter()
-    head.train()
-    for step in range(config.steps):
-        pick = torch.randint(len(train_chunks), (config.batch_size,), generator=generator).tolist()
-        ids, att, chosen, labels = _mask_batch(
-            [train_chunks[i] for i in pick], prefix, suffix, tokenizer.mask_token_id,
-            tokenizer.pad_token_id or 0, config.mask_prob, generator,
-        )
-        logits = masked_logits(ids, att, chosen)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels[chosen].to(device_t))
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    if bar is not None:
-        bar.close()
-    after = evaluate()
-    report = {
-        "encoder": str(encoder),
-        "data": str(data),
-        "config": asdict(config),
-        "device": device,
-        "train_chunks": len(train_chunks),
-        "eval_contexts": config.eval_contexts,
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "before": before,
-        "after": after,
-    }
-    for p in model.parameters():
-        p.requires_grad_(True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    update_meta(out, mlm_head=report)
-    return report

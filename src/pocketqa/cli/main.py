@@ -397,7 +397,7 @@ def _add_mlm_head(sub) -> None:
 
 
 def cmd_mlm_head(args) -> int:
-    from pocketqa.augment.mlm import MLMHeadConfig, fit_mlm_head
+    from pocketqa.recipes.mlm_head import MLMHeadConfig, fit_mlm_head
 
     _fresh_out_dir(args.out, args.overwrite)
     config = MLMHeadConfig(
