@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pocketqa.data.features import WindowConfig
-from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.inference.backends import model_input_names
-from pocketqa.modeldir import META_FILE, update_meta
-from pocketqa.models import PROJECTION_FILE, build_student, error_line, load_qa_model, load_tokenizer, resolve_model, save_qa_model
+from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.recipes.configs import DistillConfig
+from pocketqa.data.features import WindowConfig
+from pocketqa.models import PROJECTION_FILE, build_student, error_line, load_qa_model, load_tokenizer, resolve_model, save_qa_model
+from pocketqa.modeldir import META_FILE, update_meta
 from pocketqa.recipes.finetune import (
     LOG_FILE,
     RunLog,
