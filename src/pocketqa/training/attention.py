@@ -43,6 +43,25 @@ def _qk_modules(model) -> tuple[list, list] | None:
     return None
 
 
+def tap_problem(model) -> str | None:
+    """Why :class:`QueryKeyTap` cannot give ``model``'s real attention, or None when it can.
+
+    Returns:
+        A message that starts with the model's class name and ends with the fix
+        (``--no-attention-loss``), for :func:`~pocketqa.training.pairing.check_pair` to report.
+    """
+    name = type(model).__name__
+    if _qk_modules(model) is None:
+        looked_for = ", ".join(q + "/" + k for q, k in _QK_NAMES)
+        return f"{name}: no per-layer query/key projections found (looked for {looked_for}); pass --no-attention-loss"
+    if unseen := _unseen_attention_terms(model):
+        return (
+            f"{name} adds relative-position terms inside its attention ({unseen}) that the query/key taps "
+            "cannot see, so neither attention target would be its real attention; pass --no-attention-loss"
+        )
+    return None
+
+
 class QueryKeyTap:
     """Captures each layer's query/key projections during a forward pass (forward hooks).
 
@@ -56,7 +75,7 @@ class QueryKeyTap:
     bucketed bias, [batch, heads, T, T]) is captured too and added, so MPNet's scores and
     probabilities are its real ones (tested against its ``output_attentions``). Terms
     computed inside the attention module itself (BERT's ``relative_key``, DeBERTa) cannot
-    be seen here; :func:`check_pair` refuses such models up front.
+    be seen here; :func:`tap_problem` names them, so such models are refused up front.
     """
 
     def __init__(self, model, heads: int):

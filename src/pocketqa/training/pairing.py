@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from pocketqa.data.squad import iter_examples, read_json
 from pocketqa.errors import ConfigError, PocketQAError
-from pocketqa.training.attention import _QK_NAMES, _qk_modules, _unseen_attention_terms
+from pocketqa.training.attention import tap_problem
 from pocketqa.training.layer_map import parse_layer_map, uniform_layer_map
 
 if TYPE_CHECKING:
@@ -144,17 +144,8 @@ def check_pair(
                     "head by head; give the student the same number of heads or pass --no-attention-loss"
                 )
             for who, model in (("teacher", teacher_model), ("student", student_model)):
-                if model is not None and _qk_modules(model) is None:
-                    problems.append(
-                        f"{who} {type(model).__name__}: no per-layer query/key projections found "
-                        f"(looked for {', '.join(q + '/' + k for q, k in _QK_NAMES)}); pass --no-attention-loss"
-                    )
-                elif model is not None and (unseen := _unseen_attention_terms(model)):
-                    problems.append(
-                        f"{who} {type(model).__name__} adds relative-position terms inside its attention "
-                        f"({unseen}) that the query/key taps cannot see, so neither attention target would be "
-                        "its real attention; pass --no-attention-loss"
-                    )
+                if model is not None and (problem := tap_problem(model)):
+                    problems.append(f"{who} {problem}")
     if problems:
         raise ConfigError("cannot distil this teacher into this student: " + "; ".join(problems))
     return pairs
