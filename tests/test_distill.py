@@ -11,8 +11,8 @@ import torch
 from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, bad_squad_file, poison_after_each_step, squad_dict
 
 from pocketqa.cli.main import main
-from pocketqa.models import build_student, pick_layers
-from pocketqa.recipes.distill import distill, distill_intermediate, load_data, load_projection
+from pocketqa.models import build_student, load_projection, pick_layers
+from pocketqa.recipes.distill import distill, distill_intermediate, load_data
 from pocketqa.training.attention import QueryKeyTap
 from pocketqa.training.pairing import check_pair
 from pocketqa.training.teacher_cache import answer_mask

@@ -3,7 +3,9 @@
 A pocketqa model directory is a plain HF checkpoint (config.json, model.safetensors,
 tokenizer files) that ``transformers.AutoModelForQuestionAnswering`` loads, plus an
 optional ``pocketqa.json`` with what pocketqa knows about it (window settings, the
-calibrated no-answer threshold, metrics, the recipe that made it).
+calibrated no-answer threshold, metrics, the recipe that made it). A distilled student's
+directory may also hold ``distill_projection.safetensors``, stage 1's learned projection
+from the student's width to the teacher's (:func:`save_student`, :func:`load_projection`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 from pathlib import Path
 
 from pocketqa.errors import ConfigError, PocketQAError
@@ -174,6 +177,46 @@ def save_qa_model(model, tokenizer, out_dir: str | os.PathLike, meta: dict | Non
     if meta:
         update_meta(out_dir, **meta)
     return out_dir
+
+
+def save_student(model, tokenizer, out_dir: str | os.PathLike, meta: dict, projection=None) -> Path:
+    """Saves the student (HF format + tokenizer + pocketqa.json) and the stage-1 projection.
+
+    Files are written into a temp dir and then moved into place one by one, so a crash
+    never leaves a truncated weight file where a good one was.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".saving-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_qa_model(model, tokenizer, tmp)
+        if projection is not None:
+            from safetensors.torch import save_file
+
+            state = {k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
+            save_file(state, str(tmp / PROJECTION_FILE), metadata={"maps": "student hidden -> teacher hidden"})
+        for f in tmp.iterdir():
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    update_meta(out_dir, **meta)
+    return out_dir
+
+
+def load_projection(model_dir: str | os.PathLike):
+    """The stage-1 projection saved next to a student, as an ``nn.Linear`` (None if absent)."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(model_dir) / PROJECTION_FILE
+    if not path.is_file():
+        return None
+    state = load_file(str(path))
+    out_dim, in_dim = state["weight"].shape
+    layer = torch.nn.Linear(in_dim, out_dim)
+    layer.load_state_dict(state)
+    return layer
 
 
 def dir_size_mb(path: str | os.PathLike, patterns: tuple[str, ...] = ("*.safetensors", "*.onnx", "*.bin")) -> float:

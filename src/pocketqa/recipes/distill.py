@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -41,7 +40,7 @@ from pocketqa.inference.backends import model_input_names
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.recipes.configs import DistillConfig
 from pocketqa.data.features import WindowConfig
-from pocketqa.models import PROJECTION_FILE, build_student, error_line, load_qa_model, load_tokenizer, resolve_model, save_qa_model
+from pocketqa.models import build_student, error_line, load_qa_model, load_tokenizer, resolve_model, save_student
 from pocketqa.modeldir import META_FILE, update_meta
 from pocketqa.recipes.finetune import (
     LOG_FILE,
@@ -436,46 +435,6 @@ def distill_prediction(
 
 
 # -- the command -----------------------------------------------------------------------
-
-
-def save_student(model, tokenizer, out_dir: str | os.PathLike, meta: dict, projection=None) -> Path:
-    """Saves the student (HF format + tokenizer + pocketqa.json) and the stage-1 projection.
-
-    Files are written into a temp dir and then moved into place one by one, so a crash
-    never leaves a truncated weight file where a good one was.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".saving-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        save_qa_model(model, tokenizer, tmp)
-        if projection is not None:
-            from safetensors.torch import save_file
-
-            state = {k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
-            save_file(state, str(tmp / PROJECTION_FILE), metadata={"maps": "student hidden -> teacher hidden"})
-        for f in tmp.iterdir():
-            os.replace(f, out_dir / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    update_meta(out_dir, **meta)
-    return out_dir
-
-
-def load_projection(model_dir: str | os.PathLike):
-    """The stage-1 projection saved next to a student, as an ``nn.Linear`` (None if absent)."""
-    import torch
-    from safetensors.torch import load_file
-
-    path = Path(model_dir) / PROJECTION_FILE
-    if not path.is_file():
-        return None
-    state = load_file(str(path))
-    out_dim, in_dim = state["weight"].shape
-    layer = torch.nn.Linear(in_dim, out_dim)
-    layer.load_state_dict(state)
-    return layer
 
 
 def _preflight(cfg: DistillConfig) -> None:
