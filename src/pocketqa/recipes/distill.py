@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -70,6 +70,8 @@ from pocketqa.training.teacher_cache import (
 )
 
 if TYPE_CHECKING:
+    import torch
+
     from pocketqa.training.bridge import VocabBridge
 
 
@@ -130,6 +132,27 @@ def _resolve_precision(precision: str, device: str) -> str:
     return "fp32"
 
 
+def _train_in_float32(device: str, *modules) -> None:
+    """Puts each module (None skipped) on ``device`` in float32 and train mode.
+
+    float32 master weights, whatever the precision (autocast does the low-precision math):
+    AdamW on fp16 weights turns them inf/nan within a step or two (its eps and small
+    squared gradients underflow).
+    """
+    import torch
+
+    for module in modules:
+        if module is not None:
+            module.to(device=device, dtype=torch.float32).train()
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar over ``total`` steps; with ``enabled`` False one that shows nothing."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=not enabled)
+
+
 def _drain(pending: list, losses: list[float], stage: int, first_step: int) -> None:
     """Moves per-step device losses into ``losses`` in one transfer; refuses a non-finite one.
 
@@ -173,6 +196,38 @@ def _total_steps(n_windows: int, batch_size: int, epochs: int, max_steps: int | 
 
 
 # -- stage 1: intermediate layers ------------------------------------------------------
+
+
+class _Stage1Batch(NamedTuple):
+    inputs: dict[str, torch.Tensor]  # the student's model inputs
+    mask: torch.Tensor  # [batch, seq_len] bool, True at the student's real tokens
+    t_inputs: dict[str, torch.Tensor]  # the teacher's model inputs
+    t_mask: torch.Tensor  # [batch, teacher_seq_len] bool, True at the teacher's real tokens
+    index: torch.Tensor | None  # bridged: [batch, seq_len] teacher position of each student position
+
+
+def _stage1_batcher(student, teacher, data: TrainData, pad_id: int, device: str, bridge: VocabBridge | None):
+    """Returns ``batch(indices) -> _Stage1Batch``: the windows ``indices`` for both models, on ``device``.
+
+    With the same vocabulary one collated batch serves both models; with a bridge the
+    teacher's batch is made from the student's by :meth:`VocabBridge.teacher_batch`.
+    """
+    import torch
+
+    s_names, t_names = model_input_names(student.base_model), model_input_names(teacher.base_model)
+    names = sorted(set(s_names) | ({"attention_mask"} if bridge else set(t_names)))
+
+    def batch(indices: np.ndarray) -> _Stage1Batch:
+        cpu = {k: torch.from_numpy(v) for k, v in collate(data, indices, pad_id, names).items()}
+        moved = {k: to_device(cpu[k], device) for k in {*names, "attention_mask"}}
+        inputs, mask = {k: moved[k] for k in s_names}, moved["attention_mask"].bool()
+        if bridge is None:
+            return _Stage1Batch(inputs, mask, {k: moved[k] for k in t_names}, mask, None)
+        t_cpu, index = bridge.teacher_batch(cpu)  # from the CPU copy: the bridge's row checks would sync on a GPU
+        t_inputs = {k: to_device(t_cpu[k], device) for k in t_names if k in t_cpu}
+        return _Stage1Batch(inputs, mask, t_inputs, t_inputs["attention_mask"].bool(), to_device(index, device))
+
+    return batch
 
 
 def distill_intermediate(
@@ -228,61 +283,38 @@ def distill_intermediate(
     from pocketqa.training.losses import attention_mse, hidden_mse
 
     torch.manual_seed(seed)
-    # float32 master weights (autocast does the low-precision math): AdamW on fp16 weights
-    # turns them inf/nan within a step or two (its eps and small squared gradients underflow).
-    student.to(device=device, dtype=torch.float32).train()
+    _train_in_float32(device, student, projection)
     teacher.to(device).eval().requires_grad_(False)
-    extra = []
-    if projection is not None:
-        projection.to(device=device, dtype=torch.float32).train()
-        extra = list(projection.parameters())
+    extra = list(projection.parameters()) if projection is not None else []
+    params = list(student.parameters()) + extra
     total = _total_steps(len(data), batch_size, epochs, max_steps)
     optimizer = build_optimizer(student, learning_rate, weight_decay, extra_params=extra)
     scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
-    s_names, t_names = model_input_names(student.base_model), model_input_names(teacher.base_model)
-    # Same vocabulary: one batch serves both. Bridged: the teacher's comes from the student's.
-    names = sorted(set(s_names) | ({"attention_mask"} if bridge else set(t_names)))
-    taps = None
-    if attention_target is not None:
-        taps = (QueryKeyTap(student, student.config.num_attention_heads), QueryKeyTap(teacher, teacher.config.num_attention_heads))
-    params = list(student.parameters()) + extra
+    make_batch = _stage1_batcher(student, teacher, data, pad_id, device, bridge)
+    taps = [QueryKeyTap(m, m.config.num_attention_heads) for m in (student, teacher)] if attention_target is not None else []
+    attended = [(s, t) for s, t in layer_map if s > 0] if taps else []  # embeddings (0) have no attention
     losses: list[float] = []
     pending: list = []  # this stage's per-step losses since the last log step, on the device
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="stage 1: intermediate layers", unit="step")
+    bar = _progress_bar(total, "stage 1: intermediate layers", progress)
     try:
         step = 0
         for epoch in range(epochs):
             for idx in batch_order(data.lengths, batch_size, epoch_seed(seed, epoch)):
                 if step >= total:
                     break
-                cpu = {k: torch.from_numpy(v) for k, v in collate(data, idx, pad_id, names).items()}
-                moved = {k: to_device(cpu[k], device) for k in {*names, "attention_mask"}}
-                batch, mask = {k: moved[k] for k in s_names}, moved["attention_mask"].bool()
-                if bridge is None:
-                    t_batch, t_mask, index = {k: moved[k] for k in t_names}, mask, None
-                else:  # built from the CPU copy: the bridge's row checks would sync on a GPU
-                    t_cpu, index = bridge.teacher_batch(cpu)
-                    t_batch = {k: to_device(t_cpu[k], device) for k in t_names if k in t_cpu}
-                    t_mask, index = t_batch["attention_mask"].bool(), to_device(index, device)
+                b = make_batch(idx)
                 with torch.no_grad(), _autocast(device, precision):
-                    t_out = teacher.base_model(**t_batch, output_hidden_states=True)
-                    t_hidden = t_out.hidden_states
-                    t_att = {t: taps[1].attention(t, t_mask, attention_target) for s, t in layer_map if s > 0} if taps else {}
-                    if index is not None:
-                        t_hidden = {t: bridge.gather(t_hidden[t], index, dim=1) for _, t in layer_map}
-                        t_att = {t: bridge.gather(bridge.gather(a, index, dim=2), index, dim=3) for t, a in t_att.items()}
+                    t_hidden = teacher.base_model(**b.t_inputs, output_hidden_states=True).hidden_states
+                    t_att = {t: taps[1].attention(t, b.t_mask, attention_target) for _, t in attended}
+                    if b.index is not None:  # bridged: back onto student positions
+                        t_hidden = {t: bridge.gather(t_hidden[t], b.index, dim=1) for _, t in layer_map}
+                        t_att = {t: bridge.gather(bridge.gather(a, b.index, dim=2), b.index, dim=3) for t, a in t_att.items()}
                 with _autocast(device, precision):
-                    s_out = student.base_model(**batch, output_hidden_states=True)
-                hid = sum(hidden_mse(s_out.hidden_states[s], t_hidden[t], projection, mask) for s, t in layer_map)
-                att = torch.zeros((), device=mask.device)
-                if taps:
-                    for s, t in layer_map:
-                        if s > 0:
-                            att = att + attention_mse(taps[0].attention(s, mask, attention_target), t_att[t], mask)
+                    s_hidden = student.base_model(**b.inputs, output_hidden_states=True).hidden_states
+                hid = sum(hidden_mse(s_hidden[s], t_hidden[t], projection, b.mask) for s, t in layer_map)
+                att = torch.zeros((), device=b.mask.device)
+                for s, t in attended:
+                    att = att + attention_mse(taps[0].attention(s, b.mask, attention_target), t_att[t], b.mask)
                 loss = hid + att
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -296,22 +328,62 @@ def distill_intermediate(
                     _drain(pending, losses, stage=1, first_step=len(losses) + 1)
                     lr = scheduler.get_last_lr()[0]
                     log(stage=1, epoch=epoch, step=step, loss=losses[-1], hidden=hid.item(), attention=att.item(), lr=lr)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                if bar is not None:
-                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.update(1)
         _drain(pending, losses, stage=1, first_step=len(losses) + 1)
     finally:
-        if taps:
-            for tap in taps:
-                tap.close()
-        if bar is not None:
-            bar.close()
+        for tap in taps:
+            tap.close()
+        bar.close()
     student.eval()
     return losses
 
 
 # -- stage 2: prediction layer ---------------------------------------------------------
+
+
+class _Stage2Batch(NamedTuple):
+    inputs: dict[str, torch.Tensor]  # the student's model inputs
+    t_start: torch.Tensor  # [batch, seq_len] float32 teacher start logits (0 past each window's end)
+    t_end: torch.Tensor  # the same for end logits
+    valid: torch.Tensor  # [batch, seq_len] bool: where an answer may be (context tokens and CLS)
+    starts: torch.Tensor  # [batch] gold start positions
+    ends: torch.Tensor  # [batch] gold end positions
+    mask: torch.Tensor  # [batch, seq_len] attention mask (1 at real tokens)
+
+
+def _stage2_batcher(student, logits: TeacherLogits, data: TrainData, answer_positions: np.ndarray, pad_id: int, device: str):
+    """Returns ``batch(indices) -> _Stage2Batch``: the windows ``indices`` with the teacher's logits, on ``device``."""
+    names = model_input_names(student)
+
+    def batch(indices: np.ndarray) -> _Stage2Batch:
+        arrays = collate(data, indices, pad_id, names)
+        width = arrays["input_ids"].shape[1]
+        return _Stage2Batch(
+            inputs={k: to_device(arrays[k], device) for k in names},
+            valid=to_device(gather_rows(answer_positions, data, indices, width, False), device),
+            t_start=to_device(gather_rows(logits.start, data, indices, width).astype(np.float32), device),
+            t_end=to_device(gather_rows(logits.end, data, indices, width).astype(np.float32), device),
+            mask=to_device(arrays["attention_mask"], device),
+            starts=to_device(arrays["start_positions"], device),
+            ends=to_device(arrays["end_positions"], device),
+        )
+
+    return batch
+
+
+def _embeds_dropout(student, p: float):
+    """Dropout on the encoder output right before the QA head while training; the hook handle, or None for p = 0."""
+    import torch
+
+    if p <= 0:
+        return None
+    head = getattr(student, "qa_outputs", None)
+    if head is None:
+        raise ConfigError(f"embeds_dropout needs a 'qa_outputs' head; {type(student).__name__} has none (set embeds_dropout: 0)")
+    return head.register_forward_pre_hook(
+        lambda module, args: (torch.nn.functional.dropout(args[0], p, module.training), *args[1:])
+    )
 
 
 def distill_prediction(
@@ -346,7 +418,7 @@ def distill_prediction(
         student: A QA model, trained in place.
         logits: The teacher's logits of ``data``'s windows.
         data: Training windows with labels.
-        mask: :func:`answer_mask` of ``data`` (flat bool).
+        mask: :func:`~pocketqa.training.teacher_cache.answer_mask` of ``data`` (flat bool).
         embeds_dropout: Dropout on the encoder output right before the QA head while
             training (Haystack's ``embeds_dropout_prob``); 0 turns it off.
 
@@ -362,51 +434,31 @@ def distill_prediction(
     from pocketqa.training.losses import masked_kl_div, mix_losses, span_loss
 
     torch.manual_seed(seed)
-    # float32 master weights, as in stage 1: fp16 weights go nan after a few AdamW steps.
-    student.to(device=device, dtype=torch.float32).train()
-    names = model_input_names(student)
+    _train_in_float32(device, student)
     total = _total_steps(len(data), batch_size, epochs, max_steps)
     optimizer = build_optimizer(student, learning_rate, weight_decay)
     scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
-    hook = None
-    if embeds_dropout > 0:
-        head = getattr(student, "qa_outputs", None)
-        if head is None:
-            raise ConfigError(f"embeds_dropout needs a 'qa_outputs' head; {type(student).__name__} has none (set embeds_dropout: 0)")
-        hook = head.register_forward_pre_hook(
-            lambda module, args: (torch.nn.functional.dropout(args[0], embeds_dropout, module.training), *args[1:])
-        )
+    make_batch = _stage2_batcher(student, logits, data, mask, pad_id, device)
+    hook = _embeds_dropout(student, embeds_dropout)
     losses: list[float] = []
     pending: list = []  # per-step losses since the last log step, on the device
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="stage 2: prediction layer", unit="step")
+    bar = _progress_bar(total, "stage 2: prediction layer", progress)
     try:
         step = 0
         for epoch in range(epochs):
             for idx in batch_order(data.lengths, batch_size, epoch_seed(seed, epoch)):
                 if step >= total:
                     break
-                arrays = collate(data, idx, pad_id, names)
-                width = arrays["input_ids"].shape[1]
-                batch = {k: to_device(arrays[k], device) for k in names}
-                valid = to_device(gather_rows(mask, data, idx, width, False), device)
-                t_start = to_device(gather_rows(logits.start, data, idx, width).astype(np.float32), device)
-                t_end = to_device(gather_rows(logits.end, data, idx, width).astype(np.float32), device)
-                batch_mask = to_device(arrays["attention_mask"], device)
-                starts = to_device(arrays["start_positions"], device)
-                ends = to_device(arrays["end_positions"], device)
+                b = make_batch(idx)
                 with _autocast(device, precision):
-                    out = student(**batch)
+                    out = student(**b.inputs)
                 kd = (
-                    masked_kl_div(out.start_logits, t_start, valid, temperature)
-                    + masked_kl_div(out.end_logits, t_end, valid, temperature)
+                    masked_kl_div(out.start_logits, b.t_start, b.valid, temperature)
+                    + masked_kl_div(out.end_logits, b.t_end, b.valid, temperature)
                 ) / 2
                 # Masked like train's loss: padding must not join the softmax, or the loss
                 # would depend on how far each length-grouped batch happens to be padded.
-                hard = span_loss(out.start_logits, out.end_logits, starts, ends, mask=batch_mask)
+                hard = span_loss(out.start_logits, out.end_logits, b.starts, b.ends, mask=b.mask)
                 loss = mix_losses(kd, hard, kd_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -420,16 +472,13 @@ def distill_prediction(
                     _drain(pending, losses, stage=2, first_step=len(losses) + 1)
                     lr = scheduler.get_last_lr()[0]
                     log(stage=2, epoch=epoch, step=step, loss=losses[-1], kd=kd.item(), span=hard.item(), lr=lr)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                if bar is not None:
-                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.update(1)
         _drain(pending, losses, stage=2, first_step=len(losses) + 1)
     finally:
         if hook is not None:
             hook.remove()
-        if bar is not None:
-            bar.close()
+        bar.close()
     student.eval()
     return losses
 
