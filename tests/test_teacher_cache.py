@@ -9,7 +9,15 @@ import numpy as np
 from pocketqa.data.features import WindowConfig
 from pocketqa.models import PROJECTION_FILE
 from pocketqa.recipes.finetune import TrainData
-from pocketqa.training.teacher_cache import cache_key, cache_key_parts, model_fingerprint, windows_fingerprint
+from pocketqa.training.teacher_cache import (
+    cache_key,
+    cache_key_parts,
+    default_cache_root,
+    model_fingerprint,
+    state_dict_fingerprint,
+    tokenizer_fingerprint,
+    windows_fingerprint,
+)
 
 
 def _data(ids: list[int]) -> TrainData:
@@ -41,3 +49,30 @@ def test_cache_key_ignores_names_and_follows_every_other_part(tiny_tokenizer, ti
     assert cache_key(renamed) == cache_key(parts)
     for change in ({"precision": "bf16"}, {"teacher": "sha2"}, {"windows": windows_fingerprint(_data([2, 5, 7, 3]))}):
         assert cache_key({**parts, **change}) != cache_key(parts), change
+
+
+def test_tokenizer_fingerprint_follows_the_vocabulary_not_the_truncation_state():
+    from conftest import WORDS, build_tokenizer
+
+    tok = build_tokenizer()
+    before = tokenizer_fingerprint(tok)
+    tok("what is a question", "a context", truncation="only_second", max_length=64)  # sets the backend truncation
+    assert tokenizer_fingerprint(tok) == before
+    assert tokenizer_fingerprint(build_tokenizer(["zebra", *WORDS])) != before
+
+
+def test_state_dict_fingerprint_follows_every_weight():
+    import torch
+    from conftest import build_bert
+
+    model = build_bert(50)
+    first = state_dict_fingerprint(model)
+    assert state_dict_fingerprint(build_bert(50)) == first  # same seed, same weights
+    with torch.no_grad():
+        model.qa_outputs.bias[0] += 1e-3
+    assert state_dict_fingerprint(model) != first
+
+
+def test_default_cache_root_is_under_pocketqa_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("POCKETQA_CACHE", str(tmp_path))
+    assert default_cache_root() == tmp_path / "teacher-logits"
