@@ -507,7 +507,8 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     ``out/stage1`` and the final student to ``out``; stage 2 starts from stage 1's
     student. Everything that can be checked before training is, and reported at once.
     When the tokenizers number tokens differently, ``cfg.bridge`` decides (see
-    :func:`plan_vocabulary`); the summary's ``bridge`` says which bridge was used, if any.
+    :func:`~pocketqa.training.pairing.plan_vocabulary`); the summary's ``bridge`` says
+    which bridge was used, if any.
 
     Args:
         cfg: The configuration.
