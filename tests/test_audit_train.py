@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from conftest import build_bert
 
 import pocketqa.recipes.finetune as train_mod
-from pocketqa.recipes.distill import TeacherLogits, answer_mask, distill_prediction, load_data
+from pocketqa.recipes.distill import distill_prediction, load_data
+from pocketqa.training.teacher_cache import TeacherLogits, answer_mask
 from pocketqa.data.features import WindowConfig
 from pocketqa.training.losses import span_loss
 from pocketqa.data.batching import batch_order, collate, epoch_seed

@@ -11,10 +11,14 @@ import torch
 from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, bad_squad_file, poison_after_each_step, squad_dict
 
 from pocketqa.cli.main import main
-from pocketqa.recipes.distill import QueryKeyTap, answer_mask, build_student, check_pair, distill, distill_intermediate, load_data, load_projection
 from pocketqa.config import from_dict
+from pocketqa.models import build_student, load_projection, pick_layers
 from pocketqa.recipes.configs import DistillConfig
-from pocketqa.training.layer_map import parse_layer_map, pick_layers, uniform_layer_map
+from pocketqa.recipes.distill import distill, distill_intermediate, load_data
+from pocketqa.training.attention import QueryKeyTap
+from pocketqa.training.layer_map import parse_layer_map, uniform_layer_map
+from pocketqa.training.pairing import check_pair
+from pocketqa.training.teacher_cache import answer_mask
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.data.squad import load_squad
@@ -212,7 +216,7 @@ def test_answer_mask_is_context_plus_cls(tok, train_file, tmp_path):
 
 
 def test_stage2_kd_ignores_teacher_logits_at_question_and_padding(tok, train_file, tmp_path):
-    from pocketqa.recipes.distill import gather_rows
+    from pocketqa.training.teacher_cache import gather_rows
     from pocketqa.training.losses import masked_kl_div
 
     data = load_data([train_file], tok, WindowConfig(**WINDOW), tmp_path / "cache", progress=False)

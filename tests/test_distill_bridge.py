@@ -18,12 +18,14 @@ from conftest import REPO, CountingTeacher, build_bert, squad_dict
 from test_bridge import build_mpnet, build_mpnet_style_tokenizer
 
 from pocketqa.cli.main import main
-from pocketqa.recipes.distill import QueryKeyTap, TeacherLogits, answer_mask, distill, distill_prediction, load_data, load_projection
 from pocketqa.config import from_dict, read_yaml
 from pocketqa.recipes.configs import BRIDGES, DistillConfig
+from pocketqa.recipes.distill import distill, distill_prediction, load_data
+from pocketqa.training.attention import QueryKeyTap
+from pocketqa.training.teacher_cache import TeacherLogits, answer_mask
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features
-from pocketqa.models import load_qa_model
+from pocketqa.models import load_projection, load_qa_model
 from pocketqa.data.squad import load_squad
 
 WINDOW = {"max_seq_length": 48, "doc_stride": 16, "max_query_length": 16}

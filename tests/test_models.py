@@ -21,3 +21,40 @@ def test_loads_in_the_asked_dtype_and_attention_on_the_installed_transformers(ti
     assert {p.dtype for p in model.parameters()} == {torch.float16}
     assert model.config._attn_implementation == "eager"
     assert load_qa_model(str(tiny_bert_dir), dtype=torch.float32).qa_outputs.weight.dtype == torch.float32
+
+
+def test_save_student_writes_model_projection_and_meta_and_leaves_no_temp_dir(tmp_path, tiny_tokenizer):
+    from conftest import build_bert
+
+    from pocketqa.modeldir import read_meta
+    from pocketqa.models import PROJECTION_FILE, load_projection, save_student
+
+    model = build_bert(tiny_tokenizer.vocab_size, hidden=16)
+    projection = torch.nn.Linear(16, 32)
+    save_student(model, tiny_tokenizer, tmp_path, {"distill": {"stage": 1}}, projection=projection)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / PROJECTION_FILE).is_file()
+    assert read_meta(tmp_path)["distill"] == {"stage": 1}
+    assert not list(tmp_path.glob(".saving-*"))
+    loaded = load_projection(tmp_path)
+    assert torch.equal(loaded.weight, projection.weight) and torch.equal(loaded.bias, projection.bias)
+    assert load_projection(tmp_path / "elsewhere") is None  # no projection: None, not an error
+
+
+def test_a_save_that_fails_midway_keeps_the_earlier_weights(tmp_path, tiny_tokenizer, monkeypatch):
+    from conftest import build_bert
+
+    import pocketqa.models as models
+
+    models.save_student(build_bert(tiny_tokenizer.vocab_size), tiny_tokenizer, tmp_path, {})
+    good = (tmp_path / "model.safetensors").read_bytes()
+
+    def crash(model, tokenizer, out_dir, meta=None):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "model.safetensors").write_bytes(b"trunc")  # half-written weights, then the crash
+        raise OSError("disk full")
+
+    monkeypatch.setattr(models, "save_qa_model", crash)
+    with pytest.raises(OSError, match="disk full"):
+        models.save_student(build_bert(tiny_tokenizer.vocab_size, seed=1), tiny_tokenizer, tmp_path, {})
+    assert (tmp_path / "model.safetensors").read_bytes() == good
+    assert not list(tmp_path.glob(".saving-*"))

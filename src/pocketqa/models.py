@@ -1,18 +1,26 @@
-"""Load, build and save extractive-QA models in Hugging Face format.
+"""Load, build and save extractive-QA models in Hugging Face format; build distillation students.
 
 A pocketqa model directory is a plain HF checkpoint (config.json, model.safetensors,
 tokenizer files) that ``transformers.AutoModelForQuestionAnswering`` loads, plus an
 optional ``pocketqa.json`` with what pocketqa knows about it (window settings, the
-calibrated no-answer threshold, metrics, the recipe that made it).
+calibrated no-answer threshold, metrics, the recipe that made it). A distilled student's
+directory may also hold ``distill_projection.safetensors``, stage 1's learned projection
+from the student's width to the teacher's (:func:`save_student`, :func:`load_projection`).
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import re
+import shutil
 from pathlib import Path
 
-from pocketqa.errors import PocketQAError
+from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.modeldir import update_meta
+
+# The stage-1 projection (student width -> teacher width) saved next to a distilled student.
+PROJECTION_FILE = "distill_projection.safetensors"
 
 # Short names for encoders that install offline as Python packages.
 PIP_MODELS = {
@@ -171,8 +179,116 @@ def save_qa_model(model, tokenizer, out_dir: str | os.PathLike, meta: dict | Non
     return out_dir
 
 
+def save_student(model, tokenizer, out_dir: str | os.PathLike, meta: dict, projection=None) -> Path:
+    """Saves the student (HF format + tokenizer + pocketqa.json) and the stage-1 projection.
+
+    Files are written into a temp dir and then moved into place one by one, so a crash
+    never leaves a truncated weight file where a good one was.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".saving-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_qa_model(model, tokenizer, tmp)
+        if projection is not None:
+            from safetensors.torch import save_file
+
+            state = {k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
+            save_file(state, str(tmp / PROJECTION_FILE), metadata={"maps": "student hidden -> teacher hidden"})
+        for f in tmp.iterdir():
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    update_meta(out_dir, **meta)
+    return out_dir
+
+
+def load_projection(model_dir: str | os.PathLike):
+    """The stage-1 projection saved next to a student, as an ``nn.Linear`` (None if absent)."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(model_dir) / PROJECTION_FILE
+    if not path.is_file():
+        return None
+    state = load_file(str(path))
+    out_dim, in_dim = state["weight"].shape
+    layer = torch.nn.Linear(in_dim, out_dim)
+    layer.load_state_dict(state)
+    return layer
+
+
 def dir_size_mb(path: str | os.PathLike, patterns: tuple[str, ...] = ("*.safetensors", "*.onnx", "*.bin")) -> float:
     """Size in MB (10^6 bytes) of the weight files in a model directory."""
     path = Path(path)
     total = sum(f.stat().st_size for pat in patterns for f in path.glob(pat) if f.is_file())
     return total / 1e6
+
+
+def pick_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """0-based teacher layers a student of ``student_layers`` starts from: the uniform map's
+    targets (6 -> 3 picks layers 1, 3, 5), so stage 1 asks layer m to imitate the layer it
+    was copied from."""
+    return [max(0, round(m * teacher_layers / student_layers) - 1) for m in range(1, student_layers + 1)]
+
+
+def build_student(
+    base: str,
+    layers: int | None = None,
+    hidden: int | None = None,
+    heads: int | None = None,
+    intermediate: int | None = None,
+    seed: int = 0,
+):
+    """A QA student made from ``base`` (a teacher, or any HF encoder).
+
+    With only ``layers``: a copy of base with ``layers`` evenly spaced encoder layers (see
+    :func:`pick_layers`); embeddings, the kept layers and the QA head (when base has one)
+    keep their weights. With ``hidden``/``heads``/``intermediate``: base's config with
+    those sizes (and ``layers``), freshly initialised.
+
+    Returns:
+        (model, info) where info records how the student was made.
+    """
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    base_path = resolve_model(base)
+    torch.manual_seed(seed)  # a base encoder gets a fresh QA head: make it reproducible
+    # float32 whatever the checkpoint holds: transformers 5 loads a saved fp16 as fp16, and
+    # from_config below inherits that dtype, so the student would train with fp16 weights.
+    source = load_qa_model(base_path, dtype=torch.float32)
+    config = copy.deepcopy(source.config)
+    fresh = {k: v for k, v in (("hidden_size", hidden), ("num_attention_heads", heads), ("intermediate_size", intermediate)) if v is not None}
+    n = config.num_hidden_layers
+    if layers is not None:
+        config.num_hidden_layers = layers
+    torch.manual_seed(seed)
+    if fresh:
+        for key, value in fresh.items():
+            setattr(config, key, value)
+        model = AutoModelForQuestionAnswering.from_config(config)
+        return model.eval(), {"base": str(base), "fresh": fresh, "layers": config.num_hidden_layers}
+    if layers is None or layers == n:
+        return source, {"base": str(base), "layers": n}
+    if layers > n:
+        raise ConfigError(f"student_layers ({layers}) must not exceed the {n} layers of {base}")
+    keep = pick_layers(n, layers)
+    new_index = {old: new for new, old in enumerate(keep)}
+    state = {}
+    for name, tensor in source.state_dict().items():
+        match = re.search(r"(^|\.)layer\.(\d+)\.", name)
+        if match is None:
+            state[name] = tensor
+        elif int(match.group(2)) in new_index:
+            i = new_index[int(match.group(2))]
+            state[name[: match.start(2)] + str(i) + name[match.end(2) :]] = tensor
+    model = AutoModelForQuestionAnswering.from_config(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise PocketQAError(
+            f"cannot pick layers of {base}: its weights are not named '...layer.N...' "
+            f"(missing {missing[:2]}, unexpected {unexpected[:2]}); build a fresh student with --hidden/--heads"
+        )
+    return model.eval(), {"base": str(base), "layers": layers, "picked_layers": keep}

@@ -25,365 +25,45 @@ See docs/distillation.md for the choices and the numbers.
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import json
 import math
 import os
-import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from pocketqa.inference.backends import model_input_names
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.recipes.configs import DistillConfig
-from pocketqa.training.layer_map import parse_layer_map, pick_layers, uniform_layer_map
 from pocketqa.data.features import WindowConfig
-from pocketqa.models import error_line, load_qa_model, load_tokenizer, resolve_model, save_qa_model
+from pocketqa.models import build_student, error_line, load_qa_model, load_tokenizer, resolve_model, save_student
 from pocketqa.modeldir import META_FILE, update_meta
 from pocketqa.data.batching import batch_order, collate, epoch_seed, to_device
-from pocketqa.data.cache import TrainData, default_cache_dir, file_sha256, load_train_features
+from pocketqa.data.cache import TrainData, load_train_features
 from pocketqa.training.guards import nonfinite_parameter
 from pocketqa.training.optim import build_optimizer, build_scheduler, warmup_steps_for
 from pocketqa.training.runlog import LOG_FILE, RunLog
+from pocketqa.training.attention import QueryKeyTap
+from pocketqa.training.pairing import bridge_samples, check_pair, plan_vocabulary
+from pocketqa.training.teacher_cache import (
+    TeacherLogits,
+    answer_mask,
+    cache_key_parts,
+    default_cache_root,
+    gather_rows,
+    model_fingerprint,
+    state_dict_fingerprint,
+    teacher_logits,
+)
 
 if TYPE_CHECKING:
-    from pocketqa.training.bridge import VocabBridge
-
-BRIDGE_SAMPLES = 300  # training texts the vocabulary bridge is checked on (plus its built-in ones)
-PROJECTION_FILE = "distill_projection.safetensors"
-CACHE_FORMAT = 1  # bump when the on-disk layout of the teacher-logit cache changes
-
-# Names of the per-layer query / key projections, tried in order (BERT, RoBERTa, ELECTRA,
-# MiniLM, TinyBERT, MobileBERT use query/key; DistilBERT q_lin/k_lin; MPNet q/k).
-_QK_NAMES = (("query", "key"), ("q_lin", "k_lin"), ("q", "k"))
-
-
-# -- compatibility -----------------------------------------------------------------
-
-
-def _vocab_problem(teacher_tok, student_tok) -> str | None:
-    tv, sv = teacher_tok.get_vocab(), student_tok.get_vocab()
-    if tv != sv:
-        differ = sorted(t for t in tv.keys() | sv.keys() if tv.get(t) != sv.get(t))
-        shown = ", ".join(f"{t!r}: {tv.get(t)} vs {sv.get(t)}" for t in differ[:3])
-        return (
-            f"teacher and student tokenizers differ: vocabularies of {len(tv)} and {len(sv)} tokens, "
-            f"{len(differ)} token(s) missing or with other ids ({shown}); distillation compares token "
-            "positions, so the student needs the teacher's tokenizer (e.g. --student-base TEACHER --student-layers K), "
-            "or --bridge auto to map ids when both tokenizers cut text into the same word pieces"
-        )
-    probe = "Hello World! ÉTÉ, naïve 1999 co-operate"
-    if teacher_tok(probe)["input_ids"] != student_tok(probe)["input_ids"]:
-        return (
-            "teacher and student tokenizers share a vocabulary but split text differently (casing, accents "
-            "or special tokens); use the teacher's tokenizer files for the student"
-        )
-    return None
-
-
-def bridge_samples(paths: Sequence[str | os.PathLike], limit: int = BRIDGE_SAMPLES) -> list[str]:
-    """Questions and contexts spread over SQuAD files, to check a vocabulary bridge on.
-
-    Two thirds questions, one third contexts, taken evenly over each file: SQuAD files are
-    ordered by article, so the first few hundred questions would all be about one topic.
-    """
-    from pocketqa.data.squad import iter_examples, read_json
-
-    paths = list(dict.fromkeys(str(p) for p in paths))
-    per_file = max(2, limit // max(1, len(paths)))
-    n_questions = per_file * 2 // 3
-    texts: list[str] = []
-    for path in paths:
-        examples = list(iter_examples(read_json(path), source=path))
-        picked = examples[:: max(1, len(examples) // n_questions)][:n_questions]
-        texts += [e.question for e in picked]
-        texts += list(dict.fromkeys(e.context for e in picked))[: per_file - n_questions]
-    return texts
-
-
-def plan_vocabulary(
-    teacher_tok, student_tok, mode: str = "auto", sample_texts: Sequence[str] = ()
-) -> tuple[VocabBridge | None, str | None]:
-    """Decides how teacher and student token ids meet: directly, through a bridge, or not at all.
-
-    Same vocabularies never use a bridge. Different vocabularies with ``mode="auto"`` get a
-    :class:`~pocketqa.training.bridge.VocabBridge`, checked on ``sample_texts`` plus its built-in
-    samples; with ``"off"``, or when the bridge refuses, the pair cannot be distilled.
-
-    Returns:
-        (bridge, problem): bridge is None when ids are shared or no bridge could be built;
-        problem is the message to report (with :func:`check_pair`'s others), or None.
-    """
-    problem = _vocab_problem(teacher_tok, student_tok)
-    if problem is None or mode == "off" or teacher_tok.get_vocab() == student_tok.get_vocab():
-        return None, problem
-    from pocketqa.training.bridge import BUILTIN_SAMPLES, VocabBridge
-
-    texts = list(BUILTIN_SAMPLES) + list(sample_texts)
-    try:
-        return VocabBridge.build(student_tok, teacher_tok, texts, max_samples=len(texts)), None
-    except PocketQAError as e:
-        return None, f"teacher and student vocabularies differ and the vocabulary bridge refused them: {e}"
-
-
-def _unseen_attention_terms(model) -> str | None:
-    """Names a relative-position term a model adds inside attention that no hook can see.
-
-    MPNet's bias reaches each attention module as a ``position_bias`` argument, which
-    :class:`QueryKeyTap` captures; these are computed inside the module from its weights.
-    """
-    config = model.config
-    kind = getattr(config, "position_embedding_type", None)
-    if kind not in (None, "absolute"):
-        return f"position_embedding_type {kind!r}"
-    if getattr(config, "relative_attention", False):
-        return "relative_attention (DeBERTa-style disentangled attention)"
-    return None
-
-
-def _qk_modules(model) -> tuple[list, list] | None:
-    """Each layer's query and key projections, in layer order, or None when not found."""
-    named = list(model.named_modules())
-    n = model.config.num_hidden_layers
-    for q_name, k_name in _QK_NAMES:
-        queries = [m for name, m in named if name.endswith("." + q_name)]
-        keys = [m for name, m in named if name.endswith("." + k_name)]
-        if len(queries) == n and len(keys) == n:
-            return queries, keys
-    return None
-
-
-def check_pair(
-    teacher_config,
-    student_config,
-    teacher_tok,
-    student_tok,
-    layer_map: str | None = None,
-    attention_loss: bool = True,
-    stage1: bool = True,
-    teacher_model=None,
-    student_model=None,
-    bridge: VocabBridge | None = None,
-    vocab_problem: str | None = None,
-) -> list[tuple[int, int]]:
-    """Checks that a teacher and a student can be distilled; returns the layer map.
-
-    Args:
-        bridge: The vocabulary bridge the pair will use (from :func:`plan_vocabulary`):
-            with one, different vocabularies are expected and not a problem.
-        vocab_problem: A problem :func:`plan_vocabulary` found (e.g. the bridge's refusal),
-            reported instead of the plain vocabulary check.
-
-    Raises:
-        ConfigError: Listing every problem found (tokenizers, layer counts, head counts).
-    """
-    problems = []
-    vocab = vocab_problem or (None if bridge is not None else _vocab_problem(teacher_tok, student_tok))
-    if vocab:
-        problems.append(vocab)
-    n, m = teacher_config.num_hidden_layers, student_config.num_hidden_layers
-    pairs: list[tuple[int, int]] = []
-    if stage1:
-        if layer_map is not None:
-            pairs = parse_layer_map(layer_map)
-            bad = [f"{s}:{t}" for s, t in pairs if not (0 <= s <= m and 0 <= t <= n)]
-            if bad:
-                problems.append(
-                    f"layer_map pairs {', '.join(bad)} are out of range: student indices 0..{m}, teacher 0..{n} "
-                    "(0 = embeddings)"
-                )
-            dupes = sorted({s for s, _ in pairs if [p[0] for p in pairs].count(s) > 1})
-            if dupes:
-                problems.append(f"layer_map maps student index(es) {dupes} more than once")
-            if attention_loss and any(s > 0 and t == 0 for s, t in pairs):
-                problems.append("layer_map maps a student layer to the teacher's embeddings (0), which has no attention")
-        elif n % m:
-            suggestion = ",".join(f"{i}:{round(i * n / m)}" for i in range(m + 1))
-            problems.append(
-                f"teacher has {n} layers and student {m}: {n} is not a multiple of {m}, so there is no uniform "
-                f"layer map; pass one explicitly, e.g. --layer-map {suggestion}"
-            )
-        else:
-            pairs = uniform_layer_map(m, n)
-        if attention_loss:
-            th, sh = teacher_config.num_attention_heads, student_config.num_attention_heads
-            if th != sh:
-                problems.append(
-                    f"teacher has {th} attention heads and student {sh}: attention matrices cannot be compared "
-                    "head by head; give the student the same number of heads or pass --no-attention-loss"
-                )
-            for who, model in (("teacher", teacher_model), ("student", student_model)):
-                if model is not None and _qk_modules(model) is None:
-                    problems.append(
-                        f"{who} {type(model).__name__}: no per-layer query/key projections found "
-                        f"(looked for {', '.join(q + '/' + k for q, k in _QK_NAMES)}); pass --no-attention-loss"
-                    )
-                elif model is not None and (unseen := _unseen_attention_terms(model)):
-                    problems.append(
-                        f"{who} {type(model).__name__} adds relative-position terms inside its attention "
-                        f"({unseen}) that the query/key taps cannot see, so neither attention target would be "
-                        "its real attention; pass --no-attention-loss"
-                    )
-    if problems:
-        raise ConfigError("cannot distil this teacher into this student: " + "; ".join(problems))
-    return pairs
-
-
-# -- students --------------------------------------------------------------------------
-
-
-def build_student(
-    base: str,
-    layers: int | None = None,
-    hidden: int | None = None,
-    heads: int | None = None,
-    intermediate: int | None = None,
-    seed: int = 0,
-):
-    """A QA student made from ``base`` (a teacher, or any HF encoder).
-
-    With only ``layers``: a copy of base with ``layers`` evenly spaced encoder layers (see
-    :func:`pick_layers`); embeddings, the kept layers and the QA head (when base has one)
-    keep their weights. With ``hidden``/``heads``/``intermediate``: base's config with
-    those sizes (and ``layers``), freshly initialised.
-
-    Returns:
-        (model, info) where info records how the student was made.
-    """
     import torch
-    from transformers import AutoModelForQuestionAnswering
 
-    base_path = resolve_model(base)
-    torch.manual_seed(seed)  # a base encoder gets a fresh QA head: make it reproducible
-    # float32 whatever the checkpoint holds: transformers 5 loads a saved fp16 as fp16, and
-    # from_config below inherits that dtype, so the student would train with fp16 weights.
-    source = load_qa_model(base_path, dtype=torch.float32)
-    config = copy.deepcopy(source.config)
-    fresh = {k: v for k, v in (("hidden_size", hidden), ("num_attention_heads", heads), ("intermediate_size", intermediate)) if v is not None}
-    n = config.num_hidden_layers
-    if layers is not None:
-        config.num_hidden_layers = layers
-    torch.manual_seed(seed)
-    if fresh:
-        for key, value in fresh.items():
-            setattr(config, key, value)
-        model = AutoModelForQuestionAnswering.from_config(config)
-        return model.eval(), {"base": str(base), "fresh": fresh, "layers": config.num_hidden_layers}
-    if layers is None or layers == n:
-        return source, {"base": str(base), "layers": n}
-    if layers > n:
-        raise ConfigError(f"student_layers ({layers}) must not exceed the {n} layers of {base}")
-    keep = pick_layers(n, layers)
-    new_index = {old: new for new, old in enumerate(keep)}
-    state = {}
-    for name, tensor in source.state_dict().items():
-        match = re.search(r"(^|\.)layer\.(\d+)\.", name)
-        if match is None:
-            state[name] = tensor
-        elif int(match.group(2)) in new_index:
-            i = new_index[int(match.group(2))]
-            state[name[: match.start(2)] + str(i) + name[match.end(2) :]] = tensor
-    model = AutoModelForQuestionAnswering.from_config(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise PocketQAError(
-            f"cannot pick layers of {base}: its weights are not named '...layer.N...' "
-            f"(missing {missing[:2]}, unexpected {unexpected[:2]}); build a fresh student with --hidden/--heads"
-        )
-    return model.eval(), {"base": str(base), "layers": layers, "picked_layers": keep}
-
-
-# -- attention taps (stage 1) ----------------------------------------------------------
-
-
-class QueryKeyTap:
-    """Captures each layer's query/key projections during a forward pass (forward hooks).
-
-    transformers 5 returns only post-softmax attentions, and only under the eager
-    implementation; recomputing ``Q Kᵀ / √d`` from the hooked projections gives the
-    pre-softmax scores TinyBERT distils, works with SDPA, and yields the probabilities
-    (before attention dropout) as well.
-
-    A relative-position bias that the model hands to its attention modules as a
-    ``position_bias`` argument (MPNet: ``MPNetAttention.attn`` receives the encoder's
-    bucketed bias, [batch, heads, T, T]) is captured too and added, so MPNet's scores and
-    probabilities are its real ones (tested against its ``output_attentions``). Terms
-    computed inside the attention module itself (BERT's ``relative_key``, DeBERTa) cannot
-    be seen here; :func:`check_pair` refuses such models up front.
-    """
-
-    def __init__(self, model, heads: int):
-        import inspect
-
-        found = _qk_modules(model)
-        if found is None:
-            raise PocketQAError(f"{type(model).__name__}: no per-layer query/key projections to hook")
-        self.heads = heads
-        self._q: list = [None] * len(found[0])
-        self._k: list = [None] * len(found[1])
-        self._bias: list = [None] * len(found[0])
-        self._handles = []
-        parents = {id(child): module for module in model.modules() for child in module.children()}
-        for i, (q, k) in enumerate(zip(*found)):
-            self._handles.append(q.register_forward_hook(self._saver(self._q, i)))
-            self._handles.append(k.register_forward_hook(self._saver(self._k, i)))
-            attention = parents.get(id(q))
-            if attention is not None and "position_bias" in inspect.signature(attention.forward).parameters:
-                hook = self._bias_saver(self._bias, i, inspect.signature(attention.forward))
-                self._handles.append(attention.register_forward_pre_hook(hook, with_kwargs=True))
-
-    @staticmethod
-    def _saver(store: list, i: int):
-        def hook(module, args, output):
-            store[i] = output
-
-        return hook
-
-    @staticmethod
-    def _bias_saver(store: list, i: int, signature):
-        def hook(module, args, kwargs):
-            # positional in transformers 4.4x and 5 alike; binding finds it either way
-            store[i] = signature.bind_partial(*args, **kwargs).arguments.get("position_bias")
-
-        return hook
-
-    def attention(self, layer: int, mask, target: str = "scores"):
-        """Layer ``layer``'s (1-based) attention from the last forward pass.
-
-        Args:
-            layer: 1-based layer index.
-            mask: [batch, seq_len] bool, True for real tokens.
-            target: "scores" (pre-softmax, no mask added) or "probs" (softmax over real keys).
-
-        Returns:
-            [batch, heads, seq_len, seq_len] float tensor.
-        """
-        import torch
-
-        q, k = self._q[layer - 1], self._k[layer - 1]
-        b, length, width = q.shape
-        d = width // self.heads
-        q = q.view(b, length, self.heads, d).transpose(1, 2)
-        k = k.view(b, length, self.heads, d).transpose(1, 2)
-        scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(d)
-        if self._bias[layer - 1] is not None:
-            scores = scores + self._bias[layer - 1].float()
-        if target == "scores":
-            return scores
-        scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(torch.float32).min)
-        return torch.softmax(scores, dim=-1)
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+    from pocketqa.training.bridge import VocabBridge
 
 
 # -- data (stage 1 and 2) --------------------------------------------------------------
@@ -420,293 +100,6 @@ def load_data(
     )
 
 
-def answer_mask(data: TrainData, tokenizer) -> np.ndarray:
-    """Flat bool [total_tokens]: True at context tokens and at CLS, where an answer may be.
-
-    The same positions as ``features.offsets[i][j] is not None`` plus ``cls_index``, found
-    from the token ids alone via the tokenizer's pair template: context tokens follow the
-    first run of separator tokens after the question (``[SEP]`` for BERT, ``</s></s>`` for
-    RoBERTa) and stop before the trailing special tokens. Question and padding are False.
-    """
-    probe = tokenizer("a", "b")
-    ids, seq = probe["input_ids"], probe.sequence_ids()
-    first_ctx = seq.index(1)
-    last_q = max(i for i, s in enumerate(seq) if s == 0)
-    lead = seq.index(0)
-    middle = ids[last_q + 1 : first_ctx]
-    trailing = len(ids) - 1 - max(i for i, s in enumerate(seq) if s == 1)
-    cls_id = tokenizer.cls_token_id
-    if not middle:
-        raise PocketQAError(f"{type(tokenizer).__name__}: no separator between question and context in its pair template")
-    n_tokens = len(data.input_ids)
-    mask = np.zeros(n_tokens, dtype=bool)
-    # First separator at or after each window's question start.
-    sep_positions = np.flatnonzero(data.input_ids == middle[0])
-    first_sep = sep_positions[np.searchsorted(sep_positions, data.row_starts + lead)]
-    ctx_start = first_sep + len(middle)
-    ctx_end = data.row_starts + data.lengths - trailing
-    if np.any(ctx_start > ctx_end):
-        raise PocketQAError("could not locate the context in some training windows (is the tokenizer the one that made them?)")
-    delta = np.zeros(n_tokens + 1, dtype=np.int64)
-    np.add.at(delta, ctx_start, 1)
-    np.add.at(delta, ctx_end, -1)
-    mask[:] = np.cumsum(delta[:-1]) > 0
-    if cls_id is not None and cls_id in ids:
-        at = ids.index(cls_id)
-        pos = data.row_starts + at if at < lead else data.row_starts + data.lengths - (len(ids) - at)
-        mask[pos] = True
-    else:
-        mask[data.row_starts] = True  # make_features' fallback: position 0
-    return mask
-
-
-def gather_rows(flat: np.ndarray, data: TrainData, indices: np.ndarray, width: int, fill=0) -> np.ndarray:
-    """[len(indices), width] view of per-token values in ``data``'s flat layout (as collate)."""
-    lens = data.lengths[indices].astype(np.int64)
-    cols = np.arange(width)
-    inside = cols[None, :] < lens[:, None]
-    pos = data.row_starts[indices][:, None] + np.minimum(cols[None, :], lens[:, None] - 1)
-    return np.where(inside, flat[pos], fill)
-
-
-# -- teacher-logit cache (stage 2) -----------------------------------------------------
-
-
-def model_fingerprint(model_path: str) -> str | None:
-    """sha256 over a local model dir's config and weight files; None when not a local dir."""
-    path = Path(model_path)
-    if not path.is_dir():
-        return None
-    files = sorted(p for pat in ("config.json", "*.safetensors", "*.bin") for p in path.glob(pat) if p.is_file())
-    files = [p for p in files if p.name != PROJECTION_FILE]
-    if not any(p.suffix in (".safetensors", ".bin") for p in files):
-        return None
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(p.name.encode() + b"\0" + file_sha256(p).encode())
-    return digest.hexdigest()
-
-
-def state_dict_fingerprint(model) -> str:
-    """sha256 over a loaded model's tensors (for teachers that are not local dirs)."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """sha256 of the tokenizer's definition (vocab, normaliser, template).
-
-    The Rust tokenizer's truncation/padding state is left out: it changes whenever the
-    tokenizer is called with ``truncation=...`` and says nothing about the vocabulary.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
-    spec = json.loads(backend.to_str())
-    spec.pop("truncation", None)
-    spec.pop("padding", None)
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def windows_fingerprint(data: TrainData) -> str:
-    """sha256 of every window's token ids and segment ids: exactly what the teacher sees."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(data.lengths, dtype=np.int64).tobytes())
-    digest.update(np.ascontiguousarray(data.input_ids, dtype=np.int32).tobytes())
-    if data.token_type_ids is not None:
-        digest.update(np.ascontiguousarray(data.token_type_ids, dtype=np.int8).tobytes())
-    return digest.hexdigest()
-
-
-def cache_key_parts(
-    teacher: str,
-    teacher_sha256: str,
-    tokenizer,
-    data_paths: Sequence[str | os.PathLike],
-    window: WindowConfig,
-    data: TrainData,
-    precision: str,
-    bridge: VocabBridge | None = None,
-    teacher_tokenizer=None,
-) -> dict:
-    """What teacher logits depend on; a change in any part gives another key.
-
-    The window token ids already follow from tokenizer + data + window settings; they are
-    hashed too, so a change in how windows are cut (features.py) cannot reuse old logits.
-    With a vocabulary bridge, the teacher sees other ids and another template than the
-    student's windows hold: its tokenizer and template join the key (as a "bridge" part,
-    absent without one, so unbridged keys are what they were before bridges existed).
-    """
-    parts = {
-        "format": CACHE_FORMAT,
-        "teacher": teacher_sha256,
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "data": [file_sha256(p) for p in data_paths],
-        "window": window.to_dict(),
-        "windows": windows_fingerprint(data),
-        "precision": precision,
-        # names only serve the stale-cache message; they are not part of the key
-        "names": {"teacher": str(teacher), "data": [str(p) for p in data_paths]},
-    }
-    if bridge is not None:
-        if teacher_tokenizer is None:
-            raise ValueError("cache_key_parts: a bridge needs the teacher_tokenizer it maps to")
-        parts["bridge"] = {
-            "teacher_tokenizer": tokenizer_fingerprint(teacher_tokenizer),
-            "template": f"{bridge.student.text} -> {bridge.teacher.text}",
-        }
-    return parts
-
-
-def cache_key(parts: dict) -> str:
-    keyed = {k: v for k, v in parts.items() if k != "names"}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass
-class TeacherLogits:
-    """The teacher's start/end logits of every training window, memory-mapped fp16.
-
-    Flat arrays in the layout of the training data (window i's logits start at
-    ``data.row_starts[i]``), so :func:`gather_rows` pads them like ``collate`` pads ids.
-    """
-
-    start: np.ndarray
-    end: np.ndarray
-    path: Path
-    key: str
-    status: str  # "hit"; "miss" (computed); "stale" (computed; an entry for the same names was outdated)
-    reason: str = ""
-
-
-def _open_cache_entry(entry: Path, key: str, n_tokens: int) -> TeacherLogits | None:
-    """The cached logits at ``entry`` if complete and made for ``key``, else None."""
-    try:
-        manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict) or manifest.get("key") != key:
-            return None
-        start = np.load(entry / "start.npy", mmap_mode="r", allow_pickle=False)
-        end = np.load(entry / "end.npy", mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, json.JSONDecodeError):
-        return None
-    if start.shape != (n_tokens,) or end.shape != (n_tokens,):
-        return None
-    return TeacherLogits(start, end, entry, key, "hit")
-
-
-def _stale_reason(root: Path, parts: dict) -> str:
-    """Names what changed when the cache holds an entry for the same teacher and data names."""
-    for manifest_path in sorted(root.glob("*/manifest.json")):
-        try:
-            old = json.loads(manifest_path.read_text(encoding="utf-8"))["parts"]
-        except (OSError, KeyError, TypeError, json.JSONDecodeError):
-            continue
-        if not isinstance(old, dict):
-            continue
-        if old.get("names") != parts["names"]:
-            continue
-        changed = [k for k in sorted(parts.keys() | old.keys()) if k != "names" and old.get(k) != parts.get(k)]
-        if changed:
-            return f"cache entry {manifest_path.parent.name} for the same teacher and data is stale ({', '.join(changed)} changed)"
-    return ""
-
-
-def teacher_logits(
-    data: TrainData,
-    parts: dict,
-    cache_root: str | os.PathLike,
-    load_teacher: Callable[[], object],
-    batch_size: int = 64,
-    device: str = "cpu",
-    precision: str = "fp32",
-    pad_id: int = 0,
-    progress: bool = True,
-    bridge: VocabBridge | None = None,
-) -> TeacherLogits:
-    """Teacher start/end logits of every window: read from the cache, or computed once and cached.
-
-    ``load_teacher`` is only called on a miss, so a hit never loads or runs the teacher.
-    An entry is written into a temp dir and renamed into place, so an interrupted run
-    never leaves a half-written entry that a later run could take for a good one.
-
-    With a ``bridge``, the teacher runs on ``bridge.teacher_batch`` of each batch of
-    student windows and its logits are gathered back onto student positions, so the cache
-    has the student's layout either way and stage 2 reads it unchanged.
-
-    Args:
-        data: The training windows.
-        parts: :func:`cache_key_parts` of teacher, tokenizer, data and windows.
-        cache_root: Directory with one sub-directory per key.
-        load_teacher: Returns the teacher QA model (on ``device``, in eval mode).
-        batch_size / device / precision / pad_id: How to run the teacher on a miss
-            (pad_id: the padding id of ``data``'s windows).
-        progress: Show a tqdm bar while computing.
-        bridge: Maps the student windows in ``data`` to the teacher's vocabulary.
-    """
-    import torch
-
-    key = cache_key(parts)
-    root = Path(cache_root).expanduser()
-    entry = root / key[:32]
-    n_tokens = len(data.input_ids)
-    cached = _open_cache_entry(entry, key, n_tokens)
-    if cached is not None:
-        return cached
-    reason = _stale_reason(root, parts) if root.is_dir() else ""
-    teacher = load_teacher()
-    names = model_input_names(teacher)
-    collate_names = ["input_ids", "attention_mask", *(["token_type_ids"] if "token_type_ids" in names else [])]
-    tmp = root / f".tmp-{key[:16]}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        start = np.lib.format.open_memmap(tmp / "start.npy", mode="w+", dtype=np.float16, shape=(n_tokens,))
-        end = np.lib.format.open_memmap(tmp / "end.npy", mode="w+", dtype=np.float16, shape=(n_tokens,))
-        order = np.argsort(-data.lengths, kind="stable")  # longest first: little padding, OOM shows early
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        for idx in _bar(batches, "teacher logits", progress):
-            batch = {k: torch.from_numpy(v) for k, v in collate(data, idx, pad_id, collate_names).items()}
-            index = None
-            if bridge is not None:
-                batch, index = bridge.teacher_batch(batch)
-            inputs = {k: batch[k].to(device) for k in names if k in batch}
-            with torch.inference_mode(), _autocast(device, precision):
-                out = teacher(**inputs)
-            s, e = out.start_logits, out.end_logits
-            if index is not None:
-                index = index.to(device)
-                s, e = bridge.gather(s, index), bridge.gather(e, index)
-            s, e = s.float().cpu().numpy(), e.float().cpu().numpy()
-            for row, w in enumerate(idx.tolist()):
-                a, n = data.row_starts[w], data.lengths[w]
-                start[a : a + n] = s[row, :n]
-                end[a : a + n] = e[row, :n]
-        start.flush()
-        end.flush()
-        del start, end
-        manifest = {"key": key, "parts": parts, "windows": len(data), "tokens": n_tokens, "dtype": "float16"}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if entry.exists():  # an incomplete or unreadable entry under our key
-            shutil.rmtree(entry)
-        os.replace(tmp, entry)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    result = _open_cache_entry(entry, key, n_tokens)
-    result.status, result.reason = ("stale" if reason else "miss"), reason
-    return result
-
-
-def default_cache_root() -> Path:
-    """``$POCKETQA_CACHE/teacher-logits`` (default ``~/.cache/pocketqa/teacher-logits``)."""
-    return default_cache_dir() / "teacher-logits"
-
-
 # -- shared loop pieces ----------------------------------------------------------------
 
 
@@ -730,12 +123,25 @@ def _resolve_precision(precision: str, device: str) -> str:
     return "fp32"
 
 
-def _bar(items, desc: str, enabled: bool):
-    if not enabled:
-        return items
+def _train_in_float32(device: str, *modules) -> None:
+    """Puts each module (None skipped) on ``device`` in float32 and train mode.
+
+    float32 master weights, whatever the precision (autocast does the low-precision math):
+    AdamW on fp16 weights turns them inf/nan within a step or two (its eps and small
+    squared gradients underflow).
+    """
+    import torch
+
+    for module in modules:
+        if module is not None:
+            module.to(device=device, dtype=torch.float32).train()
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar over ``total`` steps; with ``enabled`` False one that shows nothing."""
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="batch")
+    return tqdm(total=total, desc=desc, unit="step", disable=not enabled)
 
 
 def _drain(pending: list, losses: list[float], stage: int, first_step: int) -> None:
@@ -781,6 +187,38 @@ def _total_steps(n_windows: int, batch_size: int, epochs: int, max_steps: int | 
 
 
 # -- stage 1: intermediate layers ------------------------------------------------------
+
+
+class _Stage1Batch(NamedTuple):
+    inputs: dict[str, torch.Tensor]  # the student's model inputs
+    mask: torch.Tensor  # [batch, seq_len] bool, True at the student's real tokens
+    t_inputs: dict[str, torch.Tensor]  # the teacher's model inputs
+    t_mask: torch.Tensor  # [batch, teacher_seq_len] bool, True at the teacher's real tokens
+    index: torch.Tensor | None  # bridged: [batch, seq_len] teacher position of each student position
+
+
+def _stage1_batcher(student, teacher, data: TrainData, pad_id: int, device: str, bridge: VocabBridge | None):
+    """Returns ``batch(indices) -> _Stage1Batch``: the windows ``indices`` for both models, on ``device``.
+
+    With the same vocabulary one collated batch serves both models; with a bridge the
+    teacher's batch is made from the student's by :meth:`VocabBridge.teacher_batch`.
+    """
+    import torch
+
+    s_names, t_names = model_input_names(student.base_model), model_input_names(teacher.base_model)
+    names = sorted(set(s_names) | ({"attention_mask"} if bridge else set(t_names)))
+
+    def batch(indices: np.ndarray) -> _Stage1Batch:
+        cpu = {k: torch.from_numpy(v) for k, v in collate(data, indices, pad_id, names).items()}
+        moved = {k: to_device(cpu[k], device) for k in {*names, "attention_mask"}}
+        inputs, mask = {k: moved[k] for k in s_names}, moved["attention_mask"].bool()
+        if bridge is None:
+            return _Stage1Batch(inputs, mask, {k: moved[k] for k in t_names}, mask, None)
+        t_cpu, index = bridge.teacher_batch(cpu)  # from the CPU copy: the bridge's row checks would sync on a GPU
+        t_inputs = {k: to_device(t_cpu[k], device) for k in t_names if k in t_cpu}
+        return _Stage1Batch(inputs, mask, t_inputs, t_inputs["attention_mask"].bool(), to_device(index, device))
+
+    return batch
 
 
 def distill_intermediate(
@@ -836,61 +274,38 @@ def distill_intermediate(
     from pocketqa.training.losses import attention_mse, hidden_mse
 
     torch.manual_seed(seed)
-    # float32 master weights (autocast does the low-precision math): AdamW on fp16 weights
-    # turns them inf/nan within a step or two (its eps and small squared gradients underflow).
-    student.to(device=device, dtype=torch.float32).train()
+    _train_in_float32(device, student, projection)
     teacher.to(device).eval().requires_grad_(False)
-    extra = []
-    if projection is not None:
-        projection.to(device=device, dtype=torch.float32).train()
-        extra = list(projection.parameters())
+    extra = list(projection.parameters()) if projection is not None else []
+    params = list(student.parameters()) + extra
     total = _total_steps(len(data), batch_size, epochs, max_steps)
     optimizer = build_optimizer(student, learning_rate, weight_decay, extra_params=extra)
     scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
-    s_names, t_names = model_input_names(student.base_model), model_input_names(teacher.base_model)
-    # Same vocabulary: one batch serves both. Bridged: the teacher's comes from the student's.
-    names = sorted(set(s_names) | ({"attention_mask"} if bridge else set(t_names)))
-    taps = None
-    if attention_target is not None:
-        taps = (QueryKeyTap(student, student.config.num_attention_heads), QueryKeyTap(teacher, teacher.config.num_attention_heads))
-    params = list(student.parameters()) + extra
+    make_batch = _stage1_batcher(student, teacher, data, pad_id, device, bridge)
+    taps = [QueryKeyTap(m, m.config.num_attention_heads) for m in (student, teacher)] if attention_target is not None else []
+    attended = [(s, t) for s, t in layer_map if s > 0] if taps else []  # embeddings (0) have no attention
     losses: list[float] = []
     pending: list = []  # this stage's per-step losses since the last log step, on the device
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="stage 1: intermediate layers", unit="step")
+    bar = _progress_bar(total, "stage 1: intermediate layers", progress)
     try:
         step = 0
         for epoch in range(epochs):
             for idx in batch_order(data.lengths, batch_size, epoch_seed(seed, epoch)):
                 if step >= total:
                     break
-                cpu = {k: torch.from_numpy(v) for k, v in collate(data, idx, pad_id, names).items()}
-                moved = {k: to_device(cpu[k], device) for k in {*names, "attention_mask"}}
-                batch, mask = {k: moved[k] for k in s_names}, moved["attention_mask"].bool()
-                if bridge is None:
-                    t_batch, t_mask, index = {k: moved[k] for k in t_names}, mask, None
-                else:  # built from the CPU copy: the bridge's row checks would sync on a GPU
-                    t_cpu, index = bridge.teacher_batch(cpu)
-                    t_batch = {k: to_device(t_cpu[k], device) for k in t_names if k in t_cpu}
-                    t_mask, index = t_batch["attention_mask"].bool(), to_device(index, device)
+                b = make_batch(idx)
                 with torch.no_grad(), _autocast(device, precision):
-                    t_out = teacher.base_model(**t_batch, output_hidden_states=True)
-                    t_hidden = t_out.hidden_states
-                    t_att = {t: taps[1].attention(t, t_mask, attention_target) for s, t in layer_map if s > 0} if taps else {}
-                    if index is not None:
-                        t_hidden = {t: bridge.gather(t_hidden[t], index, dim=1) for _, t in layer_map}
-                        t_att = {t: bridge.gather(bridge.gather(a, index, dim=2), index, dim=3) for t, a in t_att.items()}
+                    t_hidden = teacher.base_model(**b.t_inputs, output_hidden_states=True).hidden_states
+                    t_att = {t: taps[1].attention(t, b.t_mask, attention_target) for _, t in attended}
+                    if b.index is not None:  # bridged: back onto student positions
+                        t_hidden = {t: bridge.gather(t_hidden[t], b.index, dim=1) for _, t in layer_map}
+                        t_att = {t: bridge.gather(bridge.gather(a, b.index, dim=2), b.index, dim=3) for t, a in t_att.items()}
                 with _autocast(device, precision):
-                    s_out = student.base_model(**batch, output_hidden_states=True)
-                hid = sum(hidden_mse(s_out.hidden_states[s], t_hidden[t], projection, mask) for s, t in layer_map)
-                att = torch.zeros((), device=mask.device)
-                if taps:
-                    for s, t in layer_map:
-                        if s > 0:
-                            att = att + attention_mse(taps[0].attention(s, mask, attention_target), t_att[t], mask)
+                    s_hidden = student.base_model(**b.inputs, output_hidden_states=True).hidden_states
+                hid = sum(hidden_mse(s_hidden[s], t_hidden[t], projection, b.mask) for s, t in layer_map)
+                att = torch.zeros((), device=b.mask.device)
+                for s, t in attended:
+                    att = att + attention_mse(taps[0].attention(s, b.mask, attention_target), t_att[t], b.mask)
                 loss = hid + att
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -904,22 +319,62 @@ def distill_intermediate(
                     _drain(pending, losses, stage=1, first_step=len(losses) + 1)
                     lr = scheduler.get_last_lr()[0]
                     log(stage=1, epoch=epoch, step=step, loss=losses[-1], hidden=hid.item(), attention=att.item(), lr=lr)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                if bar is not None:
-                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.update(1)
         _drain(pending, losses, stage=1, first_step=len(losses) + 1)
     finally:
-        if taps:
-            for tap in taps:
-                tap.close()
-        if bar is not None:
-            bar.close()
+        for tap in taps:
+            tap.close()
+        bar.close()
     student.eval()
     return losses
 
 
 # -- stage 2: prediction layer ---------------------------------------------------------
+
+
+class _Stage2Batch(NamedTuple):
+    inputs: dict[str, torch.Tensor]  # the student's model inputs
+    t_start: torch.Tensor  # [batch, seq_len] float32 teacher start logits (0 past each window's end)
+    t_end: torch.Tensor  # the same for end logits
+    valid: torch.Tensor  # [batch, seq_len] bool: where an answer may be (context tokens and CLS)
+    starts: torch.Tensor  # [batch] gold start positions
+    ends: torch.Tensor  # [batch] gold end positions
+    mask: torch.Tensor  # [batch, seq_len] attention mask (1 at real tokens)
+
+
+def _stage2_batcher(student, logits: TeacherLogits, data: TrainData, answer_positions: np.ndarray, pad_id: int, device: str):
+    """Returns ``batch(indices) -> _Stage2Batch``: the windows ``indices`` with the teacher's logits, on ``device``."""
+    names = model_input_names(student)
+
+    def batch(indices: np.ndarray) -> _Stage2Batch:
+        arrays = collate(data, indices, pad_id, names)
+        width = arrays["input_ids"].shape[1]
+        return _Stage2Batch(
+            inputs={k: to_device(arrays[k], device) for k in names},
+            valid=to_device(gather_rows(answer_positions, data, indices, width, False), device),
+            t_start=to_device(gather_rows(logits.start, data, indices, width).astype(np.float32), device),
+            t_end=to_device(gather_rows(logits.end, data, indices, width).astype(np.float32), device),
+            mask=to_device(arrays["attention_mask"], device),
+            starts=to_device(arrays["start_positions"], device),
+            ends=to_device(arrays["end_positions"], device),
+        )
+
+    return batch
+
+
+def _embeds_dropout(student, p: float):
+    """Dropout on the encoder output right before the QA head while training; the hook handle, or None for p = 0."""
+    import torch
+
+    if p <= 0:
+        return None
+    head = getattr(student, "qa_outputs", None)
+    if head is None:
+        raise ConfigError(f"embeds_dropout needs a 'qa_outputs' head; {type(student).__name__} has none (set embeds_dropout: 0)")
+    return head.register_forward_pre_hook(
+        lambda module, args: (torch.nn.functional.dropout(args[0], p, module.training), *args[1:])
+    )
 
 
 def distill_prediction(
@@ -954,7 +409,7 @@ def distill_prediction(
         student: A QA model, trained in place.
         logits: The teacher's logits of ``data``'s windows.
         data: Training windows with labels.
-        mask: :func:`answer_mask` of ``data`` (flat bool).
+        mask: :func:`~pocketqa.training.teacher_cache.answer_mask` of ``data`` (flat bool).
         embeds_dropout: Dropout on the encoder output right before the QA head while
             training (Haystack's ``embeds_dropout_prob``); 0 turns it off.
 
@@ -970,51 +425,31 @@ def distill_prediction(
     from pocketqa.training.losses import masked_kl_div, mix_losses, span_loss
 
     torch.manual_seed(seed)
-    # float32 master weights, as in stage 1: fp16 weights go nan after a few AdamW steps.
-    student.to(device=device, dtype=torch.float32).train()
-    names = model_input_names(student)
+    _train_in_float32(device, student)
     total = _total_steps(len(data), batch_size, epochs, max_steps)
     optimizer = build_optimizer(student, learning_rate, weight_decay)
     scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
-    hook = None
-    if embeds_dropout > 0:
-        head = getattr(student, "qa_outputs", None)
-        if head is None:
-            raise ConfigError(f"embeds_dropout needs a 'qa_outputs' head; {type(student).__name__} has none (set embeds_dropout: 0)")
-        hook = head.register_forward_pre_hook(
-            lambda module, args: (torch.nn.functional.dropout(args[0], embeds_dropout, module.training), *args[1:])
-        )
+    make_batch = _stage2_batcher(student, logits, data, mask, pad_id, device)
+    hook = _embeds_dropout(student, embeds_dropout)
     losses: list[float] = []
     pending: list = []  # per-step losses since the last log step, on the device
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="stage 2: prediction layer", unit="step")
+    bar = _progress_bar(total, "stage 2: prediction layer", progress)
     try:
         step = 0
         for epoch in range(epochs):
             for idx in batch_order(data.lengths, batch_size, epoch_seed(seed, epoch)):
                 if step >= total:
                     break
-                arrays = collate(data, idx, pad_id, names)
-                width = arrays["input_ids"].shape[1]
-                batch = {k: to_device(arrays[k], device) for k in names}
-                valid = to_device(gather_rows(mask, data, idx, width, False), device)
-                t_start = to_device(gather_rows(logits.start, data, idx, width).astype(np.float32), device)
-                t_end = to_device(gather_rows(logits.end, data, idx, width).astype(np.float32), device)
-                batch_mask = to_device(arrays["attention_mask"], device)
-                starts = to_device(arrays["start_positions"], device)
-                ends = to_device(arrays["end_positions"], device)
+                b = make_batch(idx)
                 with _autocast(device, precision):
-                    out = student(**batch)
+                    out = student(**b.inputs)
                 kd = (
-                    masked_kl_div(out.start_logits, t_start, valid, temperature)
-                    + masked_kl_div(out.end_logits, t_end, valid, temperature)
+                    masked_kl_div(out.start_logits, b.t_start, b.valid, temperature)
+                    + masked_kl_div(out.end_logits, b.t_end, b.valid, temperature)
                 ) / 2
                 # Masked like train's loss: padding must not join the softmax, or the loss
                 # would depend on how far each length-grouped batch happens to be padded.
-                hard = span_loss(out.start_logits, out.end_logits, starts, ends, mask=batch_mask)
+                hard = span_loss(out.start_logits, out.end_logits, b.starts, b.ends, mask=b.mask)
                 loss = mix_losses(kd, hard, kd_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -1028,61 +463,18 @@ def distill_prediction(
                     _drain(pending, losses, stage=2, first_step=len(losses) + 1)
                     lr = scheduler.get_last_lr()[0]
                     log(stage=2, epoch=epoch, step=step, loss=losses[-1], kd=kd.item(), span=hard.item(), lr=lr)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                if bar is not None:
-                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.update(1)
         _drain(pending, losses, stage=2, first_step=len(losses) + 1)
     finally:
         if hook is not None:
             hook.remove()
-        if bar is not None:
-            bar.close()
+        bar.close()
     student.eval()
     return losses
 
 
 # -- the command -----------------------------------------------------------------------
-
-
-def save_student(model, tokenizer, out_dir: str | os.PathLike, meta: dict, projection=None) -> Path:
-    """Saves the student (HF format + tokenizer + pocketqa.json) and the stage-1 projection.
-
-    Files are written into a temp dir and then moved into place one by one, so a crash
-    never leaves a truncated weight file where a good one was.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".saving-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        save_qa_model(model, tokenizer, tmp)
-        if projection is not None:
-            from safetensors.torch import save_file
-
-            state = {k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
-            save_file(state, str(tmp / PROJECTION_FILE), metadata={"maps": "student hidden -> teacher hidden"})
-        for f in tmp.iterdir():
-            os.replace(f, out_dir / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    update_meta(out_dir, **meta)
-    return out_dir
-
-
-def load_projection(model_dir: str | os.PathLike):
-    """The stage-1 projection saved next to a student, as an ``nn.Linear`` (None if absent)."""
-    import torch
-    from safetensors.torch import load_file
-
-    path = Path(model_dir) / PROJECTION_FILE
-    if not path.is_file():
-        return None
-    state = load_file(str(path))
-    out_dim, in_dim = state["weight"].shape
-    layer = torch.nn.Linear(in_dim, out_dim)
-    layer.load_state_dict(state)
-    return layer
 
 
 def _preflight(cfg: DistillConfig) -> None:
@@ -1106,7 +498,8 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     ``out/stage1`` and the final student to ``out``; stage 2 starts from stage 1's
     student. Everything that can be checked before training is, and reported at once.
     When the tokenizers number tokens differently, ``cfg.bridge`` decides (see
-    :func:`plan_vocabulary`); the summary's ``bridge`` says which bridge was used, if any.
+    :func:`~pocketqa.training.pairing.plan_vocabulary`); the summary's ``bridge`` says
+    which bridge was used, if any.
 
     Args:
         cfg: The configuration.

@@ -29,9 +29,3 @@ def parse_layer_map(text: str) -> list[tuple[int, int]]:
         pairs.append((int(m.group(1)), int(m.group(2))))
     return pairs
 
-
-def pick_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """0-based teacher layers a student of ``student_layers`` starts from: the uniform map's
-    targets (6 -> 3 picks layers 1, 3, 5), so stage 1 asks layer m to imitate the layer it
-    was copied from."""
-    return [max(0, round(m * teacher_layers / student_layers) - 1) for m in range(1, student_layers + 1)]
