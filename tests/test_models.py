@@ -22,3 +22,19 @@ def test_loads_in_the_asked_dtype_and_attention_on_the_installed_transformers(ti
     assert model.config._attn_implementation == "eager"
     assert load_qa_model(str(tiny_bert_dir), dtype=torch.float32).qa_outputs.weight.dtype == torch.float32
 
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_saved_model_files_follow_the_umask(tmp_path, tiny_tokenizer, umask, mode):
+    import os
+
+    from conftest import build_bert
+    from pocketqa.models import save_qa_model
+
+    old = os.umask(umask)
+    try:
+        out = save_qa_model(build_bert(len(tiny_tokenizer)), tiny_tokenizer, tmp_path / "model", meta={"name": "m"})
+    finally:
+        os.umask(old)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()}
+    assert {"model.safetensors", "config.json", "pocketqa.json"} <= set(modes)
+    assert modes == dict.fromkeys(modes, mode)

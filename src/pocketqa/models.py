@@ -185,11 +185,30 @@ def new_head_weights(model) -> list[str]:
     return list(getattr(model, NEW_HEAD_ATTR, []))
 
 
+def umask_mode() -> int:
+    """The mode a new file gets from open() under the process's umask (0o644 under umask 022)."""
+    try:  # Linux shows the umask without changing it (os.umask can only read by setting)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_qa_model(model, tokenizer, out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
     """Saves model (safetensors) + tokenizer + pocketqa.json into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
+    # transformers writes the weights through a private temp file (mode 0600) renamed into
+    # place; give them the mode every other file of the directory gets from the umask.
+    mode = umask_mode()
+    for f in out_dir.iterdir():
+        if f.is_file() and (f.suffix == ".safetensors" or f.name.endswith(".safetensors.index.json")):
+            f.chmod(mode)
     tokenizer.save_pretrained(out_dir)
     if meta:
         update_meta(out_dir, **meta)
