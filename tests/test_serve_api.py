@@ -113,3 +113,19 @@ def test_model_info_shows_the_metrics_the_card_shows(tmp_path, tiny_bert_dir):
     with TestClient(create_app(qa, model_dir=model_dir)) as c:
         info = c.get("/v1/model").json()
     assert info["metrics"] == scores
+
+
+def test_model_info_shows_the_scores_of_the_card(tmp_path, tiny_bert_dir):
+    """The bundled model's scores live in eval_results.json, written by ``pocketqa card --dev``."""
+    import json
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, model_dir)
+    update_meta(model_dir, metrics_pytorch_bf16_gpu={"exact": 1.0})  # not the served model's
+    results = {"exact": 67.06, "f1": 70.25, "total": 11873, "threshold": -2.66, "data": "dev-v2.0.json.gz"}
+    (model_dir / "eval_results.json").write_text(json.dumps(results), encoding="utf-8")
+    qa = QuestionAnswerer.from_pretrained(model_dir, device="cpu")
+    with TestClient(create_app(qa, model_dir=model_dir)) as c:
+        info = c.get("/v1/model").json()
+    assert info["metrics"] == results

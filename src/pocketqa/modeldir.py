@@ -22,6 +22,8 @@ from pathlib import Path
 from pocketqa.errors import PocketQAError
 
 META_FILE = "pocketqa.json"
+# The scores ``pocketqa card --dev`` measured on the directory's own model (the card's table).
+EVAL_FILE = "eval_results.json"
 WINDOW_KEYS = ("max_seq_length", "doc_stride", "max_query_length")
 # The official SQuAD 2.0 scores a "metrics" entry may hold (evaluation/metrics.py names them).
 SCORE_KEYS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")
@@ -121,3 +123,20 @@ def meta_metrics(meta: dict) -> dict | None:
         if isinstance(value, dict) and any(key in value for key in SCORE_KEYS):
             return value
     return None
+
+
+def stored_metrics(model_dir: str | os.PathLike | None, meta: dict) -> dict | None:
+    """The scores a model's card shows: its eval_results.json, else pocketqa.json's "metrics".
+
+    eval_results.json is measured on this very directory (an exported or quantised model
+    included), so it wins over the "metrics" that training stored for the checkpoint.
+
+    Args:
+        model_dir: The local model directory (None: only ``meta`` is read).
+        meta: Its pocketqa.json.
+    """
+    if model_dir is not None and Path(model_dir).is_dir():
+        results = read_json_file(Path(model_dir) / EVAL_FILE)
+        if isinstance(results, dict) and any(key in results for key in SCORE_KEYS):
+            return results
+    return meta_metrics(meta)

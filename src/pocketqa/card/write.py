@@ -18,11 +18,10 @@ from pocketqa.errors import PocketQAError
 from pocketqa.evaluation.curves import threshold_curve
 from pocketqa.evaluation.scoring import score_decoded
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.modeldir import meta_metrics, read_meta
+from pocketqa.modeldir import EVAL_FILE, meta_metrics, read_meta
 from pocketqa.models import dir_size_mb
 
 CARD_FILE = "README.md"
-EVAL_FILE = "eval_results.json"
 CURVE_PLOT = "threshold_curve.png"
 SPLIT_PLOT = "has_no_ans.png"
 

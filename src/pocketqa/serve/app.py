@@ -20,7 +20,7 @@ from pocketqa.data.squad import Example
 from pocketqa.errors import ConfigError, missing_extra
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.inference.decode import Decoded
-from pocketqa.modeldir import meta_metrics
+from pocketqa.modeldir import stored_metrics
 from pocketqa.models import dir_size_mb
 from pocketqa.serve.batcher import BusyError, ClientGone, MicroBatcher, unless_disconnected
 from pocketqa.serve.limits import BodyLimit, Limits, item_problems
@@ -149,6 +149,7 @@ def create_app(
     AnswerRequest, AnswerResponse, BatchRequest, BatchResponse = _schemas()
     batcher = MicroBatcher(qa, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=limits.max_queue)
     size_mb = round(dir_size_mb(model_dir), 3) if model_dir is not None and Path(model_dir).is_dir() else None
+    metrics = stored_metrics(model_dir, qa.meta) or {}
 
     @asynccontextmanager
     async def lifespan(app):
@@ -259,7 +260,7 @@ def create_app(
             "size_mb": size_mb,
             "backend": type(qa.backend).__name__.removesuffix("Backend").lower(),
             "threshold": qa.threshold,
-            "metrics": meta_metrics(qa.meta) or {},
+            "metrics": metrics,
             "window": qa.window.to_dict(),
             "batching": {"max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1000.0},
             "limits": {**vars(limits), "max_top_k": MAX_TOP_K},
