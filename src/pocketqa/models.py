@@ -229,8 +229,8 @@ def save_qa_model(model, tokenizer, out_dir: str | os.PathLike, meta: dict | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     with quiet_transformers():  # no "Writing model shards" bar in pocketqa's output
         model.save_pretrained(out_dir, safe_serialization=True)
-    # transformers writes the weights through a private temp file (mode 0600) renamed into
-    # place; give them the mode every other file of the directory gets from the umask.
+    # safetensors creates weight files with mode 0600 whatever the umask; give them the mode
+    # every other file of the directory gets from the umask.
     mode = umask_mode()
     for f in out_dir.iterdir():
         if f.is_file() and (f.suffix == ".safetensors" or f.name.endswith(".safetensors.index.json")):
