@@ -58,3 +58,39 @@ def test_a_save_that_fails_midway_keeps_the_earlier_weights(tmp_path, tiny_token
         models.save_student(build_bert(tiny_tokenizer.vocab_size, seed=1), tiny_tokenizer, tmp_path, {})
     assert (tmp_path / "model.safetensors").read_bytes() == good
     assert not list(tmp_path.glob(".saving-*"))
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_saved_model_files_follow_the_umask(tmp_path, tiny_tokenizer, umask, mode):
+    import os
+
+    from conftest import build_bert
+    from pocketqa.models import save_qa_model
+
+    old = os.umask(umask)
+    try:
+        out = save_qa_model(build_bert(len(tiny_tokenizer)), tiny_tokenizer, tmp_path / "model", meta={"name": "m"})
+    finally:
+        os.umask(old)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()}
+    assert {"model.safetensors", "config.json", "pocketqa.json"} <= set(modes)
+    assert modes == dict.fromkeys(modes, mode)
+
+
+def test_save_and_load_print_nothing_and_leave_transformers_settings_alone(tmp_path, tiny_tokenizer, capfd):
+    from transformers.utils import logging as hf_logging
+
+    from conftest import build_bert
+    from pocketqa.models import load_tokenizer, save_qa_model
+
+    model = build_bert(len(tiny_tokenizer))
+    hf_logging.set_verbosity_warning()
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    out = save_qa_model(model, tiny_tokenizer, tmp_path / "model", meta={"name": "m"})
+    load_qa_model(str(out))
+    load_tokenizer(str(out))
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""  # e.g. no "Writing model shards" bar
+    assert hf_logging.get_verbosity() == hf_logging.WARNING
+    assert hf_logging.is_progress_bar_enabled()

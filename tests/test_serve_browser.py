@@ -59,14 +59,20 @@ def live_servers(tiny_bert_dir):
         thread.join(timeout=10)
 
 
-def dump_dom(url: str, tmp_path) -> str:
-    """Loads ``url`` in headless Chromium and returns the DOM after the page's scripts ran."""
+def dump_dom(url: str, tmp_path, offline: bool = False) -> str:
+    """Loads ``url`` in headless Chromium and returns the DOM after the page's scripts ran.
+
+    ``offline``: every host name but the local server's fails to resolve, as on a server
+    without internet access (a page that needs a CDN then stays blank).
+    """
     cmd = [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
         "--virtual-time-budget=10000", "--dump-dom", url,
     ]
+    if offline:
+        cmd.insert(1, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
@@ -115,3 +121,12 @@ def test_page_asks_for_the_key_when_the_server_has_one(live_servers, tmp_path):
     assert '<div id="key-row">' in dom  # no longer hidden
     assert status(dom).startswith("Error 401") and "X-API-Key" in status(dom)
     assert marks(dom) == []
+
+
+def test_docs_render_swagger_ui_without_internet(live_servers, tmp_path):
+    dom = dump_dom(f"{live_servers['answers']}/docs", tmp_path, offline=True)
+    # Swagger UI built its page from /openapi.json: the API's title and its operations.
+    assert re.search(r'<div class="swagger-ui"', dom), dom[-2000:]
+    assert re.search(r'class="info"', dom) and "pocketqa" in dom
+    assert re.search(r'class="opblock opblock-post', dom)
+    assert "/v1/answer/batch" in dom and "/v1/model" in dom

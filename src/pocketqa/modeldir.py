@@ -22,7 +22,11 @@ from pathlib import Path
 from pocketqa.errors import PocketQAError
 
 META_FILE = "pocketqa.json"
+# The scores ``pocketqa card --dev`` measured on the directory's own model (the card's table).
+EVAL_FILE = "eval_results.json"
 WINDOW_KEYS = ("max_seq_length", "doc_stride", "max_query_length")
+# The official SQuAD 2.0 scores a "metrics" entry may hold (evaluation/metrics.py names them).
+SCORE_KEYS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")
 
 
 def read_json_file(path: str | os.PathLike) -> dict:
@@ -102,3 +106,37 @@ def meta_threshold(path: str | os.PathLike, meta: dict, scoring: str) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
         raise PocketQAError(f"{Path(path) / META_FILE}: {key} must be a finite number, found {threshold!r}")
     return float(threshold)
+
+
+def meta_metrics(meta: dict) -> dict | None:
+    """The scores stored in pocketqa.json's "metrics" (flat, or one level down), else None.
+
+    Read tolerantly: "metrics" may be absent, or hold the scores under a split name
+    (``{"dev": {"exact": ..., "f1": ...}}``); the first entry holding a score is taken.
+    """
+    metrics = meta.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        return None
+    if any(key in metrics for key in SCORE_KEYS):
+        return metrics
+    for value in metrics.values():
+        if isinstance(value, dict) and any(key in value for key in SCORE_KEYS):
+            return value
+    return None
+
+
+def stored_metrics(model_dir: str | os.PathLike | None, meta: dict) -> dict | None:
+    """The scores a model's card shows: its eval_results.json, else pocketqa.json's "metrics".
+
+    eval_results.json is measured on this very directory (an exported or quantised model
+    included), so it wins over the "metrics" that training stored for the checkpoint.
+
+    Args:
+        model_dir: The local model directory (None: only ``meta`` is read).
+        meta: Its pocketqa.json.
+    """
+    if model_dir is not None and Path(model_dir).is_dir():
+        results = read_json_file(Path(model_dir) / EVAL_FILE)
+        if isinstance(results, dict) and any(key in results for key in SCORE_KEYS):
+            return results
+    return meta_metrics(meta)

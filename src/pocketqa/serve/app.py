@@ -20,6 +20,7 @@ from pocketqa.data.squad import Example
 from pocketqa.errors import ConfigError, missing_extra
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.inference.decode import Decoded
+from pocketqa.modeldir import stored_metrics
 from pocketqa.models import dir_size_mb
 from pocketqa.serve.batcher import BusyError, ClientGone, MicroBatcher, unless_disconnected
 from pocketqa.serve.limits import BodyLimit, Limits, item_problems
@@ -28,6 +29,7 @@ logger = logging.getLogger("pocketqa.serve.app")
 
 API_KEY_HEADER = "X-API-Key"
 MAX_TOP_K = 20
+SWAGGER_URL = "/static/swagger"
 
 
 def format_answers(d: Decoded, top_k: int, abstain: bool, threshold: float) -> tuple[list[dict], bool]:
@@ -53,13 +55,19 @@ def format_answers(d: Decoded, top_k: int, abstain: bool, threshold: float) -> t
 
 def _schemas():
     """The pydantic request/response models (built here so pydantic is imported lazily)."""
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+    # Requests are strict: a misspelt field ("topk") is refused by name instead of being
+    # ignored, and "3" or true is not silently taken for top_k=3 (nor 0 or "false" for a bool).
     class AnswerRequest(BaseModel):
-        question: str = Field(..., description="The question.", examples=["Who wrote it?"])
-        context: str = Field(..., description="The passage to find the answer in.", examples=["It was written by Ann."])
-        top_k: int = Field(1, ge=1, le=MAX_TOP_K, description="How many answers to return, best first.")
-        abstain: bool = Field(
+        model_config = ConfigDict(extra="forbid")
+
+        question: StrictStr = Field(..., description="The question.", examples=["Who wrote it?"])
+        context: StrictStr = Field(
+            ..., description="The passage to find the answer in.", examples=["It was written by Ann."]
+        )
+        top_k: StrictInt = Field(1, ge=1, le=MAX_TOP_K, description="How many answers to return, best first.")
+        abstain: StrictBool = Field(
             True, description="Put the no-answer first when the model judges the passage holds no answer."
         )
 
@@ -75,12 +83,27 @@ def _schemas():
         abstained: bool = Field(..., description="True when the first answer is the no-answer.")
 
     class BatchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
         items: list[AnswerRequest]
 
     class BatchResponse(BaseModel):
         results: list[AnswerResponse]
 
     return AnswerRequest, AnswerResponse, BatchRequest, BatchResponse
+
+
+def is_json_content_type(value: str | None) -> bool:
+    """Whether FastAPI reads a body with this Content-Type as JSON (not when the header is absent)."""
+    if not value:
+        return False
+    media_type = value.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def _swagger_dir() -> Path:
+    """The packaged Swagger UI files (a real directory: StaticFiles serves from disk)."""
+    return Path(str(resources.files("pocketqa").joinpath("serve/static/swagger")))
 
 
 def _page() -> str:
@@ -114,8 +137,10 @@ def create_app(
         from fastapi import Depends, FastAPI, HTTPException, Request
         from fastapi.exception_handlers import http_exception_handler
         from fastapi.exceptions import RequestValidationError
+        from fastapi.openapi.docs import get_swagger_ui_html
         from fastapi.responses import HTMLResponse, JSONResponse
         from fastapi.security import APIKeyHeader
+        from fastapi.staticfiles import StaticFiles
         from starlette.exceptions import HTTPException as StarletteHTTPException
     except ImportError:
         raise missing_extra("fastapi", "serve") from None
@@ -124,6 +149,7 @@ def create_app(
     AnswerRequest, AnswerResponse, BatchRequest, BatchResponse = _schemas()
     batcher = MicroBatcher(qa, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=limits.max_queue)
     size_mb = round(dir_size_mb(model_dir), 3) if model_dir is not None and Path(model_dir).is_dir() else None
+    metrics = stored_metrics(model_dir, qa.meta) or {}
 
     @asynccontextmanager
     async def lifespan(app):
@@ -135,6 +161,7 @@ def create_app(
         version="1",
         description="Extractive question answering with abstention (SQuAD 2.0 style).",
         lifespan=lifespan,
+        docs_url=None,  # served below from the packaged Swagger UI, not from a CDN
     )
     app.state.batcher = batcher
     app.state.qa = qa
@@ -151,6 +178,15 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
+        # FastAPI hands a body of any other Content-Type (curl -d sends a form) to the model
+        # unparsed, which pydantic reports as "Input should be a valid dictionary".
+        content_type = request.headers.get("content-type")
+        if request.method == "POST" and not is_json_content_type(content_type):
+            detail = (
+                f"body: sent as {content_type or 'no Content-Type'}, expected JSON; "
+                "add the header Content-Type: application/json"
+            )
+            return JSONResponse(status_code=415, content={"detail": detail})
         # One readable line naming each bad field, instead of pydantic's list of dicts.
         messages = []
         for err in exc.errors():
@@ -224,7 +260,7 @@ def create_app(
             "size_mb": size_mb,
             "backend": type(qa.backend).__name__.removesuffix("Backend").lower(),
             "threshold": qa.threshold,
-            "metrics": qa.meta.get("metrics", {}),
+            "metrics": metrics,
             "window": qa.window.to_dict(),
             "batching": {"max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1000.0},
             "limits": {**vars(limits), "max_top_k": MAX_TOP_K},
@@ -234,6 +270,20 @@ def create_app(
     async def health():
         """Liveness: always open, even when an API key is set."""
         return {"status": "ok", "model": qa.name, "api_key_required": api_key is not None, **batcher.stats()}
+
+    # Swagger UI ships inside the package (serve/static/swagger), so /docs works on a server
+    # without internet access.
+    app.mount(SWAGGER_URL, StaticFiles(directory=str(_swagger_dir())), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} API",
+            swagger_js_url=f"{SWAGGER_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_URL}/favicon-32x32.png",
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
