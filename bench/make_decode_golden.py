@@ -9,7 +9,7 @@ utils_qa.py from the transformers repository) and is run by hand, not in CI:
     PYTHONPATH=src python bench/make_decode_golden.py --utils-qa /tmp/utils_qa.py \
         --out tests/assets/utils_qa_golden.json
 
-The examples use the tiny test tokenizer (tests/conftest.py) so that long contexts cut
+The examples use the tiny test tokenizer (tests/helpers.py) so that long contexts cut
 into several windows; start/end logits are seeded random numbers, shaped per example
 (clearly answerable, clearly unanswerable, no-answer in some windows only, a borderline
 case between the two thresholds, and one with no valid span at all). The file stores the
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import CONTEXTS, build_tokenizer  # noqa: E402
+from helpers import CONTEXTS, build_tokenizer  # noqa: E402
 
 from pocketqa.data.features import Features, WindowConfig, make_features  # noqa: E402
 from pocketqa.data.squad import Example  # noqa: E402

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import CONTEXTS, WORDS, build_tokenizer
+from helpers import CONTEXTS, WINDOW, WORDS, build_bpe_tokenizer, build_tokenizer, examples, reference_features
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.inference.backends import TorchBackend
 from pocketqa.cli.main import main
@@ -17,7 +17,6 @@ from pocketqa.data.features import WindowConfig, make_features, truncate_questio
 from pocketqa.models import load_qa_model
 from pocketqa.data.squad import Example
 from pocketqa.data.tokenizer import WindowTokenizer, as_window_tokenizer
-from test_tokenizer import WINDOW, build_bpe_tokenizer, examples, reference_features
 
 CONTEXT = "The Normans came to Normandy, led by Rollo."
 QUESTION = "Who came?"

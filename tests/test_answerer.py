@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import CONTEXTS, build_bert
+from helpers import CONTEXTS, build_bert
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.inference.backends import TorchBackend
 from pocketqa.inference.decode import decode_example

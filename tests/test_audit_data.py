@@ -8,7 +8,7 @@ import shutil
 import warnings
 
 import pytest
-from conftest import squad_dict
+from helpers import squad_dict
 
 from pocketqa.cli.main import main
 from pocketqa.errors import SquadFormatError

@@ -9,9 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-from test_tokenizer import build_bpe_tokenizer
 
-from conftest import build_tokenizer
+from helpers import build_bpe_tokenizer, build_tokenizer
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.inference.decode import decode_example
 from pocketqa.errors import ConfigError, PocketQAError

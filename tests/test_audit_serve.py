@@ -11,7 +11,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import CONTEXTS, SlowBackend  # noqa: E402
+from helpers import CONTEXTS, SlowBackend  # noqa: E402
 from pocketqa.inference.answerer import QuestionAnswerer  # noqa: E402
 from pocketqa.errors import ConfigError  # noqa: E402
 from pocketqa.serve.app import create_app  # noqa: E402

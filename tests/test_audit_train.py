@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from conftest import build_bert
+from helpers import build_bert
 
 import pocketqa.recipes.finetune as train_mod
 from pocketqa.recipes.distill import TeacherLogits, answer_mask, distill_prediction, load_data

@@ -8,7 +8,7 @@ import re
 import warnings
 
 import pytest
-from conftest import build_tokenizer, squad_dict
+from helpers import build_tokenizer, squad_dict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

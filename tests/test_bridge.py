@@ -1,17 +1,15 @@
 """The vocabulary bridge: id mapping, refusal, window building, gather, and a KD step.
 
-Student: conftest's BERT-style tokenizer, ``[CLS] A [SEP] B [SEP]``. Teacher: the same word
+Student: helpers' BERT-style tokenizer, ``[CLS] A [SEP] B [SEP]``. Teacher: the same word
 pieces numbered differently (reversed), with MPNet's special tokens and pair template
 ``<s> A </s></s> B </s>``, as all-mpnet-base-v2 is to MiniLM.
 """
 
 from __future__ import annotations
 
-import string
-
 import pytest
 import torch
-from conftest import WORDS, build_bert, build_tokenizer, squad_dict
+from helpers import WORDS, build_bert, build_mpnet, build_mpnet_style_tokenizer, build_tokenizer, squad_dict, word_pieces
 
 from pocketqa.training.bridge import VocabBridge
 from pocketqa.errors import PocketQAError
@@ -20,46 +18,6 @@ from pocketqa.data.squad import iter_examples
 
 STEPS = 15
 SMALL = WindowConfig(max_seq_length=28, doc_stride=6, max_query_length=10)
-
-
-def _pieces(words=WORDS, with_paris=True) -> list[str]:
-    chars = list(string.ascii_lowercase + string.digits)
-    pieces = chars + ["##" + c for c in chars] + list(string.punctuation) + sorted(set(words))
-    pieces = list(dict.fromkeys(pieces))
-    return pieces if with_paris else [p for p in pieces if p != "paris"]
-
-
-def build_mpnet_style_tokenizer(
-    with_paris: bool = True, lowercase: bool = True, strip_accents: bool = True, words=WORDS, extra=()
-):
-    """Same word pieces as conftest's tokenizer, reversed ids, MPNet specials and template."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    pieces = _pieces(words, with_paris=with_paris) + list(extra)
-    vocab = ["<s>", "<pad>", "</s>", "<unk>"] + pieces[::-1] + ["<mask>"]
-    ids = {w: i for i, w in enumerate(vocab)}
-    tk = Tokenizer(models.WordPiece(ids, unk_token="<unk>"))
-    tk.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=strip_accents)
-    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    # MPNet's own tokenizer.json uses RobertaProcessing: <s> A </s></s> B </s>
-    tk.post_processor = processors.RobertaProcessing(("</s>", ids["</s>"]), ("<s>", ids["<s>"]))
-    tk.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tk, bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>",
-        pad_token="<pad>", unk_token="<unk>", mask_token="<mask>", model_input_names=["input_ids", "attention_mask"],
-    )
-
-
-def build_mpnet(vocab_size: int, seed: int = 0):
-    from transformers import MPNetConfig, MPNetForQuestionAnswering
-
-    torch.manual_seed(seed)
-    config = MPNetConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=256, pad_token_id=1,
-    )
-    return MPNetForQuestionAnswering(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +67,7 @@ def test_templates_are_read_from_the_tokenizers(bridge):
 
 def test_ids_map_by_token_string_and_specials_by_role(bridge, student_tok, teacher_tok):
     s_vocab, t_vocab = student_tok.get_vocab(), teacher_tok.get_vocab()
-    pieces = _pieces()
+    pieces = word_pieces()
     got = bridge.map_ids(torch.tensor([s_vocab[p] for p in pieces]))
     assert got.tolist() == [t_vocab[p] for p in pieces]
     # The numbering really differs, so an identity mapping would fail this test.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import squad_dict
+from helpers import squad_dict
 from pocketqa.cli.main import main
 from pocketqa.evaluation.metrics import squad_v2_eval
 from pocketqa.modeldir import read_meta

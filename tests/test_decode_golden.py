@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_tokenizer
+from helpers import build_tokenizer
 
 from pocketqa.inference.decode import decode_features
 from pocketqa.data.features import WindowConfig, make_features

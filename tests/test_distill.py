@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, CountingTeacher, build_bert, build_tokenizer, bad_squad_file, poison_after_each_step, squad_dict
+from helpers import WORDS, CountingTeacher, build_bert, build_tokenizer, bad_squad_file, poison_after_each_step, squad_dict
 
 from pocketqa.cli.main import main
 from pocketqa.recipes.distill import QueryKeyTap, answer_mask, build_student, check_pair, distill, distill_intermediate, load_data, load_projection

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, CountingTeacher, build_bert, squad_dict
-from test_bridge import build_mpnet, build_mpnet_style_tokenizer
+from helpers import REPO, CountingTeacher, build_bert, build_mpnet, build_mpnet_style_tokenizer, squad_dict
 
 from pocketqa.cli.main import main
 from pocketqa.recipes.distill import QueryKeyTap, TeacherLogits, answer_mask, distill, distill_prediction, load_data, load_projection

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from conftest import build_bert  # noqa: E402
+from helpers import build_bert  # noqa: E402
 
 from pocketqa.inference.answerer import QuestionAnswerer  # noqa: E402
 from pocketqa.inference.backends import TorchBackend  # noqa: E402

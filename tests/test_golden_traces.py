@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_bert, build_tokenizer, squad_dict
+from helpers import build_bert, build_tokenizer, squad_dict
 
 # -- pocketqa internals: the only lines to update when the modules move -------------------------
 from pocketqa.recipes.distill import distill

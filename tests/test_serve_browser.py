@@ -21,7 +21,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from conftest import CONTEXTS  # noqa: E402
+from helpers import CONTEXTS  # noqa: E402
 from pocketqa.inference.answerer import QuestionAnswerer  # noqa: E402
 from pocketqa.serve.app import create_app  # noqa: E402
 

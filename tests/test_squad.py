@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import squad_dict
+from helpers import squad_dict
 from pocketqa.errors import SquadFormatError
 from pocketqa.data.squad import Answer, Example, load_squad, to_squad_json, write_squad
 

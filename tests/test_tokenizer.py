@@ -8,59 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import CONTEXTS, REPO, build_tokenizer, squad_dict
+from helpers import LONG, REPO, WINDOW, build_bpe_tokenizer, build_tokenizer, examples, reference_features, squad_dict
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features
-from pocketqa.data.squad import Example, iter_examples, load_squad
+from pocketqa.data.squad import iter_examples, load_squad
 from pocketqa.data.tokenizer import WindowTokenizer, as_window_tokenizer
-
-WINDOW = WindowConfig(max_seq_length=48, doc_stride=12, max_query_length=10)
-LONG = " ".join(f"Sentence {i} tells that the river of Paris flows north, not south." for i in range(25))
-
-
-def build_bpe_tokenizer():
-    """A RoBERTa-style byte-level BPE tokenizer (<s> A </s></s> B </s>, no token types), trained here."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    texts = [ctx for _, ctx, _ in CONTEXTS] + [q for _, _, qs in CONTEXTS for q, _, _ in qs] + [LONG]
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tk.post_processor = processors.RobertaProcessing(("</s>", tk.token_to_id("</s>")), ("<s>", tk.token_to_id("<s>")),
-                                                     trim_offsets=True, add_prefix_space=False)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                   cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-                                   model_input_names=["input_ids", "attention_mask"])
-
-
-def examples() -> list[Example]:
-    out = [Example(id=f"{title}-{i}", title=title, context=ctx, question=q)
-           for title, ctx, qs in CONTEXTS for i, (q, _, _) in enumerate(qs)]
-    out.append(Example(id="long", title="t", context=LONG, question="   Which way does the river of Paris flow?"))
-    out.append(Example(id="longq", title="t", context=LONG, question=" ".join(["where is the city"] * 8) + "?"))
-    out.append(Example(id="accents", title="t", context="Café Zoë — naïve façade, 10–12 €.", question="Whose café?"))
-    return out
-
-
-def reference_features(tokenizer, exs, window: WindowConfig):
-    """What transformers' own tokenizer call gives (the run_qa.py way), with questions cut the same way."""
-    questions = [ex.question.lstrip() for ex in exs]
-    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-    questions = [q[: offs[window.max_query_length - 1][1]] if len(offs) > window.max_query_length else q
-                 for q, offs in zip(questions, enc["offset_mapping"])]
-    wants_types = "token_type_ids" in tokenizer.model_input_names
-    enc = tokenizer(questions, [ex.context for ex in exs], truncation="only_second", max_length=window.max_seq_length,
-                    stride=window.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True,
-                    return_token_type_ids=wants_types, padding=False)
-    offsets = [[tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][i], enc.sequence_ids(i))]
-               for i in range(len(enc["input_ids"]))]
-    word_ids = [enc.word_ids(i) for i in range(len(enc["input_ids"]))]
-    return (enc["input_ids"], enc["token_type_ids"] if wants_types else None, offsets,
-            list(enc["overflow_to_sample_mapping"]), word_ids)
 
 
 def assert_same_windows(features, reference):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import pocketqa.recipes.finetune as train_mod
-from conftest import REPO, build_bert, bad_squad_file, poison_after_each_step
+from helpers import REPO, build_bert, bad_squad_file, poison_after_each_step
 from pocketqa.cli.main import main
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features, pad_batch
