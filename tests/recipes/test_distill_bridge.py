@@ -1,8 +1,8 @@
 """`pocketqa distill` across vocabularies (issue 9) and the stage loops' device-side losses (issue 4).
 
 Teacher: a tiny MPNet QA model whose tokenizer has the student's word pieces numbered
-differently and MPNet's template ``<s> A </s></s> B </s>`` (tests/test_bridge.py's
-builders), as all-mpnet-base-v2 is to MiniLM. Student: a fresh tiny BERT with conftest's
+differently and MPNet's template ``<s> A </s></s> B </s>`` (tests/helpers.py's
+builders), as all-mpnet-base-v2 is to MiniLM. Student: a fresh tiny BERT with helpers'
 tokenizer ``[CLS] A [SEP] B [SEP]``.
 """
 

@@ -21,7 +21,7 @@ from pocketqa.inference.decode import decode_features
 from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.data.squad import Example
 
-GOLDEN = json.loads((Path(__file__).parent / "assets" / "utils_qa_golden.json").read_text(encoding="utf-8"))
+GOLDEN = json.loads((Path(__file__).parent.parent / "assets" / "utils_qa_golden.json").read_text(encoding="utf-8"))
 NO_SPAN = {ex["id"] for ex in GOLDEN["examples"] if ex["kind"] == "nospan"}
 IDS = [ex["id"] for ex in GOLDEN["examples"]]
 

@@ -11,7 +11,7 @@ from pocketqa.cli.main import main
 from pocketqa.evaluation.metrics import squad_v2_eval
 from pocketqa.modeldir import read_meta
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def test_ask_prints_answer_span(tiny_bert_dir, capsys):

@@ -13,7 +13,7 @@ traces of two different runs.
 
 Regenerating (only when a change of the numbers is intended, and say why in the commit):
 
-    POCKETQA_WRITE_GOLDEN=1 PYTHONPATH=src python -m pytest tests/test_golden_traces.py
+    POCKETQA_WRITE_GOLDEN=1 PYTHONPATH=src python -m pytest tests/recipes/test_golden_traces.py
 
 With POCKETQA_WRITE_GOLDEN=1 the tests write the JSON files instead of comparing.
 """
@@ -37,7 +37,7 @@ from pocketqa.recipes.finetune import read_log, train
 from pocketqa.recipes.configs import TrainConfig
 # ---------------------------------------------------------------------------------------------
 
-GOLDEN_DIR = Path(__file__).parent / "assets" / "golden"
+GOLDEN_DIR = Path(__file__).parent.parent / "assets" / "golden"
 WRITE = os.environ.get("POCKETQA_WRITE_GOLDEN") == "1"
 RTOL, ATOL = 1e-5, 1e-7
 
@@ -108,7 +108,7 @@ def _check_or_write(name: str, settings: dict, steps: list[int], losses: list[fl
         GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
         record = {
             "name": name,
-            "made_by": "tests/test_golden_traces.py with POCKETQA_WRITE_GOLDEN=1",
+            "made_by": "tests/recipes/test_golden_traces.py with POCKETQA_WRITE_GOLDEN=1",
             "settings": settings,
             "steps": len(losses),
             "losses": losses,

@@ -71,7 +71,7 @@ def test_readme_example_answers(qa):
     import shlex
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     line = next(s for s in readme.splitlines() if "pocketqa ask --question" in s)
     args = shlex.split(line[line.index("pocketqa ask"):])
     question = args[args.index("--question") + 1]
