@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pocketqa.models import load_kwargs, load_qa_model
+from pocketqa.errors import PocketQAError
+from pocketqa.models import check_device, load_kwargs, load_qa_model
 
 
 @pytest.mark.parametrize(
@@ -21,3 +22,18 @@ def test_loads_in_the_asked_dtype_and_attention_on_the_installed_transformers(ti
     assert {p.dtype for p in model.parameters()} == {torch.float16}
     assert model.config._attn_implementation == "eager"
     assert load_qa_model(str(tiny_bert_dir), dtype=torch.float32).qa_outputs.weight.dtype == torch.float32
+
+
+def test_check_device_refuses_a_cuda_ordinal_the_machine_lacks(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_device("cuda")
+    check_device("cuda:0")
+    with pytest.raises(PocketQAError, match=r"'cuda:1': this machine has 1 CUDA device"):
+        check_device("cuda:1")
+
+
+def test_check_device_refuses_mps_where_it_is_missing(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(PocketQAError, match="MPS is not available"):
+        check_device("mps")

@@ -8,6 +8,7 @@ import re
 import warnings
 
 import pytest
+import torch
 from helpers import build_tokenizer, squad_dict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,7 +26,7 @@ from pocketqa.augment.edits import (
     merge_shards,
 )
 from pocketqa.cli.main import main
-from pocketqa.errors import ConfigError
+from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.squad import Answer, Example, load_squad
 
 FAKE_WORDS = ["zebra", "yacht", "xylophone", "walrus", "violet"]
@@ -358,3 +359,17 @@ def test_fit_mlm_head_trains_only_the_head(tmp_path):
     assert not head_missing
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     assert model.cls.predictions.transform.dense.weight.abs().sum() > 0
+
+
+def test_augment_checks_the_device_before_moving_word_vectors_to_it(tmp_path, tiny_squad_file, monkeypatch):
+    from pocketqa.augment.edits import AugmentConfig
+    from pocketqa.augment.mlm import augment_with_mlm
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("city 0.1 0.2\nparis 0.3 0.1\n", encoding="utf-8")
+    with pytest.raises(PocketQAError, match="CUDA is not available"):
+        augment_with_mlm(
+            tiny_squad_file, tmp_path / "aug.json", str(tmp_path / "no-mlm"), AugmentConfig(factor=1),
+            word_vectors=vectors, device="cuda", progress=False,
+        )
