@@ -10,6 +10,7 @@ import sys
 import pytest
 import yaml
 
+from helpers import one_line_exit_2
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.card import count_parameters, curve_at, describe_backend, threshold_curve, write_card
 from pocketqa.cli.main import main
@@ -200,3 +201,18 @@ def test_parameters_and_backend_come_from_the_directory(tmp_path, tiny_bert_dir)
     assert describe_backend(onnx_dir, int8_meta) == "ONNX Runtime, int8"
     assert describe_backend(onnx_dir, {"export": {"format": "onnx", "int8": False}}) == "ONNX Runtime, fp32"
     assert count_parameters(onnx_dir, {"export": {"parameters": 1234}}) == (1234, False)
+
+
+def test_card_on_broken_model_files_is_one_line_exit_2(tmp_path, tiny_bert_dir, capsys):
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tiny_bert_dir, truncated)
+    (truncated / "model.safetensors").write_bytes(b"")  # an interrupted copy
+    one_line_exit_2(["card", "--model", str(truncated)], capsys, "model.safetensors")
+    huge = tmp_path / "huge"
+    shutil.copytree(tiny_bert_dir, huge)
+    (huge / "model.safetensors").write_bytes(b"\xff" * 7 + b"\x7f" + b"{}")  # header length past the end
+    one_line_exit_2(["card", "--model", str(huge)], capsys, "model.safetensors")
+    listed = tmp_path / "listed"
+    shutil.copytree(tiny_bert_dir, listed)
+    (listed / "pocketqa.json").write_text("[1, 2]", encoding="utf-8")
+    one_line_exit_2(["card", "--model", str(listed)], capsys, "pocketqa.json", "JSON object")

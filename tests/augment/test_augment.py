@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import build_tokenizer, squad_dict
+from helpers import build_tokenizer, one_line_exit_2, squad_dict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -373,3 +373,37 @@ def test_augment_checks_the_device_before_moving_word_vectors_to_it(tmp_path, ti
             tiny_squad_file, tmp_path / "aug.json", str(tmp_path / "no-mlm"), AugmentConfig(factor=1),
             word_vectors=vectors, device="cuda", progress=False,
         )
+
+
+def _two_shards(tmp_path):
+    from pocketqa.augment.edits import AugmentConfig, FunctionSource, augment_squad_file
+
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps(squad_dict()), encoding="utf-8")
+    source = FunctionSource(lambda text, spans: [["zebra", "walrus"] for _ in spans])
+    shards = []
+    for k in range(2):
+        shards.append(tmp_path / f"s{k}.json")
+        augment_squad_file(data, shards[-1], source, AugmentConfig(factor=2, seed=1, shard_index=k, num_shards=2),
+                           progress=False)
+    return shards
+
+
+def test_merge_refuses_a_damaged_shard_instead_of_writing_bad_labels(tmp_path, capsys):
+    shards = _two_shards(tmp_path)
+    out = tmp_path / "merged.json"
+    damaged = json.loads(shards[1].read_text(encoding="utf-8"))
+    qa = damaged["data"][0]["paragraphs"][0]["qas"][0]
+    qa["answers"][0]["answer_start"] += 3  # hand-edited: the label no longer points at its text
+    shards[1].write_text(json.dumps(damaged), encoding="utf-8")
+    one_line_exit_2(["augment", "--merge", *map(str, shards), "--out", str(out)], capsys, "s1.json", qa["id"])
+    assert not out.exists()
+
+    del damaged["data"][0]["paragraphs"]
+    shards[1].write_text(json.dumps(damaged), encoding="utf-8")
+    one_line_exit_2(["augment", "--merge", *map(str, shards), "--out", str(out)], capsys, "s1.json", "paragraphs")
+    damaged = json.loads(shards[0].read_text(encoding="utf-8"))
+    damaged["pocketqa_augment"]["shard"] = 0
+    shards[0].write_text(json.dumps(damaged), encoding="utf-8")
+    one_line_exit_2(["augment", "--merge", *map(str, shards), "--out", str(out)], capsys, "s0.json", "shard")
+    assert not out.exists()

@@ -2,11 +2,12 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from helpers import squad_dict
+from helpers import one_line_exit_2, squad_dict
 from pocketqa.cli.main import main
 from pocketqa.evaluation.metrics import squad_v2_eval
 from pocketqa.modeldir import read_meta
@@ -302,3 +303,12 @@ def test_api_refuses_bad_batch_size_threads_and_device(tiny_bert_dir):
             QuestionAnswerer.from_pretrained(tiny_bert_dir, **kwargs)
     with pytest.raises(PocketQAError, match="max_answer_length must be"):  # before looking for the model
         QuestionAnswerer.from_pretrained("/no/such/model", max_answer_length=0)
+
+
+def test_cli_evaluate_predictions_matching_no_question_exit_2(tmp_path, tiny_squad_file, capsys):
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one_line_exit_2(["evaluate", "--data", str(tiny_squad_file), "--predictions", str(empty)], capsys,
+                         "No question")

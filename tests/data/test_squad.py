@@ -1,11 +1,13 @@
 import gzip
 import json
+import warnings
 
 import pytest
 
-from helpers import squad_dict
+from helpers import one_line_exit_2, squad_dict
 from pocketqa.errors import SquadFormatError
 from pocketqa.data.squad import Answer, Example, load_squad, to_squad_json, write_squad
+from pocketqa.evaluation.scoring import evaluate_files
 
 
 def _write(tmp_path, obj, name="data.json"):
@@ -97,3 +99,42 @@ def test_answer_end():
     assert Answer("abc", 2).end == 5
     ex = Example(id="1", title="", context="xxabc", question="q", answers=(Answer("abc", 2),))
     assert ex.context[ex.answers[0].start : ex.answers[0].end] == "abc"
+
+
+def test_utf8_bom_at_file_start_is_read(tmp_path):
+    # Windows tools (Notepad, PowerShell's Out-File) save UTF-8 JSON with a byte-order mark.
+    data = squad_dict()
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(data), encoding="utf-8")
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(data).encode("utf-8"))
+    bom_gz = tmp_path / "bom.json.gz"
+    bom_gz.write_bytes(gzip.compress(b"\xef\xbb\xbf" + json.dumps(data).encode("utf-8")))
+    assert load_squad(bom) == load_squad(bom_gz) == load_squad(plain)
+    preds = tmp_path / "preds.json"
+    preds.write_bytes(b"\xef\xbb\xbf" + json.dumps({"q1": "France"}).encode("utf-8"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the other questions have no prediction
+        assert evaluate_files(plain, preds)["exact"] == 100.0
+
+
+def test_damaged_gzip_is_one_line_exit_2(tmp_path, capsys):
+    raw = bytearray(gzip.compress(json.dumps({"data": [{"title": "x" * 5000, "paragraphs": []}] * 50}).encode()))
+    for i in range(20, 60):  # flip bits inside the deflate stream: zlib.error, not OSError
+        raw[i] ^= 0x55
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(SquadFormatError, match="bad.json.gz"):
+        load_squad(bad)
+    one_line_exit_2(["evaluate", "--data", str(bad), "--predictions", str(bad)], capsys, "bad.json.gz")
+
+
+def test_nfd_answer_vs_nfc_context_names_normalisation(tmp_path):
+    data = squad_dict()
+    paragraph = data["data"][0]["paragraphs"][0]
+    paragraph["context"] = "He moved to Mu\u0308nchen in 1990."  # NFD: u + combining diaeresis
+    paragraph["qas"] = [{"id": "x", "question": "Where?", "answers": [{"text": "M\u00fcnchen", "answer_start": 12}]}]
+    path = tmp_path / "nfd.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(SquadFormatError, match="Unicode normalisation"):
+        load_squad(path)

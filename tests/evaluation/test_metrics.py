@@ -4,8 +4,13 @@ The full-dev-set comparison with the official evaluate-v2.0.py is done by
 bench/check_metrics_official.py (results in docs/metrics_check.md), not here.
 """
 
+import json
+import warnings
+
 import pytest
 
+from helpers import squad_dict
+from pocketqa.cli.main import main
 from pocketqa.evaluation.metrics import (
     MissingPredictionsError,
     apply_no_ans_threshold,
@@ -272,3 +277,40 @@ def test_no_prediction_at_all_and_short_na_probs_raise():
 def test_group_left_out_when_dataset_has_none():
     out = squad_v2_eval(_dataset(_qa("a", "Paris")), {"a": "Paris"})
     assert list(out) == ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total"]
+
+
+def _partial_case():
+    data = squad_dict()["data"]
+    # q1-q3 and q5-q6 answerable, q4 and q7 unanswerable; predict only a few of them.
+    preds = {"q1": "France", "q2": "Denmark", "q4": "Rollo"}
+    na_probs = {f"q{i}": 0.1 * i for i in range(1, 8)}
+    return data, preds, na_probs
+
+
+def test_best_scores_skip_missing_predictions_like_every_other_total():
+    data, preds, na_probs = _partial_case()
+    with pytest.warns(UserWarning, match="Missing prediction"):
+        out = squad_v2_eval(data, preds, na_probs)
+    assert out["total"] == 3
+    assert 0.0 <= out["best_exact"] <= 100.0 and 0.0 <= out["best_f1"] <= 100.0
+    # Skipping the missing questions must equal scoring a file that holds only the predicted ones.
+    subset = [
+        {**a, "paragraphs": [{**p, "qas": [q for q in p["qas"] if q["id"] in preds]} for p in a["paragraphs"]]}
+        for a in data
+    ]
+    full = squad_v2_eval(subset, preds, na_probs)
+    for key in ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"):
+        assert out[key] == pytest.approx(full[key]), key
+
+
+def test_cli_evaluate_partial_predictions_best_f1_at_most_100(tmp_path, tiny_squad_file, capsys):
+    _, preds, na_probs = _partial_case()
+    (tmp_path / "preds.json").write_text(json.dumps(preds), encoding="utf-8")
+    (tmp_path / "odds.json").write_text(json.dumps(na_probs), encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        argv = ["evaluate", "--data", str(tiny_squad_file), "--predictions", str(tmp_path / "preds.json"),
+                "--null-odds", str(tmp_path / "odds.json")]
+        assert main(argv) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["best_f1"] <= 100.0 and scores["best_exact"] <= 100.0
