@@ -1,5 +1,6 @@
 import pytest
 
+from helpers import build_bpe_tokenizer, build_tokenizer
 from pocketqa.errors import ConfigError
 from pocketqa.data.features import WindowConfig, make_features, pad_batch, truncate_questions
 from pocketqa.data.squad import Answer, Example
@@ -92,3 +93,31 @@ def test_window_config_reports_all_problems():
     assert "max_seq_length" in msg and "max_query_length" in msg and "doc_stride" in msg
     with pytest.raises(ConfigError, match="doc_stride"):
         WindowConfig(max_seq_length=128, doc_stride=100, max_query_length=64)
+
+
+def test_a_question_cut_inside_a_character_stays_within_max_query_length():
+    tok = build_bpe_tokenizer()
+    question = "\ufb01" * 6  # "ﬁ": three byte-level tokens, each spanning the whole character
+    (cut,) = truncate_questions(tok, [question], 4)
+    assert cut == "\ufb01" and len(tok(cut, add_special_tokens=False)["input_ids"]) == 3
+    # A cut that kept the second "ﬁ" (6 tokens) left 16 - 6 - 4 = 6 context tokens, fewer than
+    # the stride: the Rust tokenizer panicked.
+    ex = Example(id="x", title="", context="The Normans were the people of Normandy in France.", question=question)
+    features = make_features([ex], tok, WindowConfig(16, 7, 4))
+    assert len(features) > 1
+
+
+def test_a_question_leaving_no_room_past_the_stride_is_a_config_error_naming_it():
+    from tokenizers import processors
+
+    tok = build_tokenizer()
+    token_id = tok.backend_tokenizer.token_to_id
+    # A pair template of five special tokens: one more than WindowConfig allows for.
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] [CLS] $A [SEP] [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", token_id("[CLS]")), ("[SEP]", token_id("[SEP]"))],
+    )
+    exs = [Example(id="a", title="", context="paris is a city " * 10, question="who?"),
+           Example(id="b", title="", context="paris is a city " * 10, question="paris " * 20)]
+    with pytest.raises(ConfigError, match=r"input 1: the question 'paris paris .*' takes 8 tokens, leaving 3"):
+        make_features(exs, tok, WindowConfig(16, 3, 8))

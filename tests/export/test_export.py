@@ -283,3 +283,16 @@ def test_cli_export_missing_model_exits_2(tmp_path, capsys):
     rc = main(["export", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "nope" in err
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"window": {"stride": 8}}, r"pocketqa.json: unknown window setting\(s\) \['stride'\]"),
+    ({"threshold": "high"}, r"pocketqa.json: threshold must be a finite number, found 'high'"),
+])
+def test_export_checks_the_model_settings_as_loading_does(tiny_bert_dir, tmp_path, meta, message):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, model)
+    (model / "pocketqa.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(PocketQAError, match=message):
+        export_model(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

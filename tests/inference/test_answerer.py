@@ -155,3 +155,35 @@ def test_overlapped_chunks_give_the_same_answers(tiny_bert_dir):
         assert [(s.text, s.start, s.end) for s in d.spans] == [(s.text, s.start, s.end) for s in e.spans]
         assert np.allclose([s.score for s in d.spans], [s.score for s in e.spans], rtol=1e-4, atol=1e-5)
         assert math.isclose(d.null_odds, e.null_odds, rel_tol=1e-4, abs_tol=1e-5)
+
+
+class ConstantBackend:
+    """Returns the same logits at every position (``value``), whatever the batch."""
+
+    input_names = ["input_ids", "attention_mask", "token_type_ids"]
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def __call__(self, batch):
+        shape = batch["input_ids"].shape
+        return np.full(shape, self.value, dtype=np.float32), np.full(shape, self.value, dtype=np.float32)
+
+
+def test_nan_logits_are_an_error_not_an_answer(tiny_tokenizer):
+    qa = QuestionAnswerer(ConstantBackend(math.nan), tiny_tokenizer, window=WindowConfig(64, 16, 16), name="broken")
+    with pytest.raises(PocketQAError, match="broken: the model gave NaN logits"):
+        qa("Who?", "Paris is the capital of France.")
+
+
+def test_bad_answerer_settings_are_named(tiny_tokenizer):
+    with pytest.raises(PocketQAError, match="n_best must be a whole number >= 1, found 0"):
+        QuestionAnswerer(ConstantBackend(0.0), tiny_tokenizer, n_best=0)
+    qa = QuestionAnswerer(ConstantBackend(0.0), tiny_tokenizer)
+    with pytest.raises(PocketQAError, match="top_k must be a whole number >= 1, found 2.5"):
+        qa("Who?", "Paris.", top_k=2.5)
+    with pytest.raises(PocketQAError, match="threshold must be a finite number, found nan"):
+        qa("Who?", "Paris.", threshold=math.nan)
+    with pytest.raises(PocketQAError, match="threshold must be a finite number, found '1'"):
+        qa.predict([Example(id="x", title="", context="Paris.", question="Who?")], threshold="1")
+    assert qa("Who?", "Paris.", top_k=np.int64(2), threshold=np.float32(0.5))

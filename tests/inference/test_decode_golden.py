@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import build_tokenizer
+from helpers import build_bpe_tokenizer, build_tokenizer
 
-from pocketqa.inference.decode import decode_features
+from pocketqa.inference.decode import decode_example, decode_features
 from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.data.squad import Example
 
@@ -85,3 +85,21 @@ def test_no_valid_span_deviation(decoded, qid):
     assert d.null_probability == pytest.approx(1.0)
     for threshold in GOLDEN["expected"]["answers"]:
         assert d.answer(float(threshold)) == ""
+
+
+def test_a_span_without_characters_is_skipped_as_utils_qa_does():
+    # Byte-level BPE gives a lone space its own token with empty (trimmed) offsets:
+    context = "The  Normans"
+    (offsets,) = make_features([Example(id="x", title="", context=context, question="Who?")],
+                               build_bpe_tokenizer(), WindowConfig(64, 8, 16)).offsets
+    assert any(o is not None and o[0] == o[1] for o in offsets)
+    # Hand-made window over "alpha  beta": CLS, alpha, the empty space token, beta, SEP.
+    # The best span is the space token alone (10 + 10) and has no text; utils_qa skips ""
+    # predictions when it picks the best non-null one: " beta" (10 + 3), then null odds 0 - 13.
+    offs = [None, (0, 5), (6, 6), (7, 11), None]
+    starts = np.array([0.0, 1.0, 10.0, 2.0, 0.0])
+    ends = np.array([0.0, 1.0, 10.0, 3.0, 0.0])
+    d = decode_example("alpha  beta", [starts], [ends], [offs], [0])
+    assert [s.text for s in d.spans] == [" beta", "alpha ", "beta", "alpha  beta", "alpha"]
+    assert d.spans[0].score == 13.0 and d.null_odds == -13.0
+    assert d.answer(0.0) == " beta"
