@@ -11,12 +11,14 @@ import torch
 from helpers import WORDS, CountingTeacher, build_bert, build_tokenizer, bad_squad_file, poison_after_each_step, squad_dict
 
 from pocketqa.cli.main import main
-from pocketqa.recipes.distill import QueryKeyTap, answer_mask, build_student, check_pair, distill, distill_intermediate, load_data, load_projection
+from pocketqa.recipes.distill import QueryKeyTap, TeacherLogits, answer_mask, build_student, check_pair, distill, distill_intermediate, distill_prediction, load_data, load_projection
+from pocketqa.recipes.finetune import batch_order, collate, epoch_seed
 from pocketqa.recipes.configs import DistillConfig, config_from_dict
 from pocketqa.training.layer_map import parse_layer_map, pick_layers, uniform_layer_map
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.data.squad import load_squad
+from pocketqa.training.losses import span_loss
 
 WINDOW = dict(max_seq_length=48, doc_stride=16, max_query_length=16)
 
@@ -393,3 +395,29 @@ def test_cli_distill_stage2_and_clear_errors(tok, teacher_dir, train_file, tmp_p
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "not a multiple of 3" in err and "--no-attention-loss" in err
+
+
+def test_stage2_span_loss_leaves_padding_out(tmp_path, tiny_tokenizer, tiny_squad_file):
+    # train's span loss masks padding out of the softmax; stage 2's hard loss did not, so
+    # with kd_weight < 1 the loss depended on how far each length-grouped batch was padded.
+    data = load_data([tiny_squad_file], tiny_tokenizer, WindowConfig(**WINDOW), tmp_path / "cache", progress=False)
+    model = build_bert(len(tiny_tokenizer), seed=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    # A seed whose first batch holds windows of different lengths, so it is padded.
+    seed = next(s for s in range(100) if len(set(data.lengths[batch_order(data.lengths, 4, epoch_seed(s, 0))[0]])) > 1)
+    first = batch_order(data.lengths, 4, epoch_seed(seed, 0))[0]
+    batch = {k: torch.from_numpy(v) for k, v in collate(data, first, tiny_tokenizer.pad_token_id, names).items()}
+    assert (batch["attention_mask"] == 0).any()
+    with torch.no_grad():
+        out = model(**{k: batch[k] for k in names})
+    args = (out.start_logits, out.end_logits, batch["start_positions"], batch["end_positions"])
+    expected = span_loss(*args, mask=batch["attention_mask"]).item()
+    assert span_loss(*args).item() != pytest.approx(expected, rel=1e-3)
+
+    zeros = np.zeros(len(data.input_ids), dtype=np.float16)
+    logits = TeacherLogits(zeros, zeros, tmp_path, "none", "hit")
+    losses = distill_prediction(
+        model, logits, data, answer_mask(data, tiny_tokenizer), kd_weight=0.0, batch_size=4, max_steps=1,
+        embeds_dropout=0.0, device="cpu", pad_id=tiny_tokenizer.pad_token_id, seed=seed, progress=False,
+    )
+    assert losses[0] == pytest.approx(expected, rel=1e-5)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import pocketqa.recipes.finetune as train_mod
 from helpers import REPO, build_bert, bad_squad_file, poison_after_each_step
@@ -455,3 +456,61 @@ def test_failed_run_leaves_no_empty_out_dir(tmp_path, tiny_bert_dir, tiny_squad_
     with pytest.raises(PocketQAError, match="answer_start"):
         train(config(tmp_path, tiny_bert_dir, bad_squad_file(tmp_path), out="new/out"))
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad-crc"])
+def test_damaged_feature_cache_is_rebuilt_not_a_crash(tmp_path, tiny_tokenizer, tiny_squad_file, damage):
+    # A cache file cut off by a full disk or a crash before the data reached the disk (or
+    # damaged in a copy) made np.load raise zipfile.BadZipFile, which was not caught.
+    window = WindowConfig(**WINDOW)
+    fresh = load_train_features(tiny_squad_file, tiny_tokenizer, window, tmp_path, progress=False)
+    [cache_file] = tmp_path.glob("train-*.npz")
+    raw = bytearray(cache_file.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 3] ^= 0xFF  # inside the input_ids member: its CRC-32 no longer matches
+    cache_file.write_bytes(bytes(raw))
+
+    again = load_train_features(tiny_squad_file, tiny_tokenizer, window, tmp_path, progress=False)
+    for name in ("input_ids", "row_starts", "lengths", "start_positions", "end_positions", "example_index"):
+        assert np.array_equal(getattr(again, name), getattr(fresh, name)), name
+    with np.load(cache_file, allow_pickle=False) as z:  # rewritten whole
+        assert np.array_equal(z["input_ids"], fresh.input_ids)
+
+
+def test_resume_with_grad_accum_rotation_and_a_half_written_checkpoint(tmp_path, tiny_bert_dir, tiny_squad_file, monkeypatch):
+    # Guard (passed before the audit): grad_accum 2, a checkpoint at an epoch boundary (29
+    # windows = 8 steps/epoch), --keep-checkpoints 2, and a crash's leftovers that resume must skip.
+    def config(out, **overrides):
+        return TrainConfig(
+            model=str(tiny_bert_dir), train=str(tiny_squad_file), out=str(tmp_path / out), batch_size=4,
+            grad_accum=2, epochs=2, learning_rate=1e-3, warmup=0.25, log_steps=1, save_steps=4, keep_checkpoints=2,
+            cache_dir=str(tmp_path / "cache"), device="cpu", **WINDOW, **overrides,
+        )
+
+    train(config("straight"))
+    real_save = train_mod.save_checkpoint
+
+    def save_then_die(path, *args, **kwargs):
+        saved = real_save(path, *args, **kwargs)
+        if Path(path).name == "step-8":
+            raise KeyboardInterrupt
+        return saved
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config("killed"))
+    monkeypatch.undo()
+    killed = tmp_path / "killed"
+    assert [p.name for p in list_checkpoints(killed)] == ["step-4", "step-8"]
+    state = json.loads((killed / "checkpoints" / "step-8" / "state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 8)  # the end of the first epoch
+    (killed / "checkpoints" / "step-12").mkdir()  # killed while writing: no state.json
+    (killed / "checkpoints" / ".tmp-step-12").mkdir()
+
+    train(config("killed", resume="latest"))
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(killed / "model.safetensors")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert [p.name for p in list_checkpoints(killed)] == ["step-12", "step-16"]
