@@ -37,6 +37,7 @@ def test_windows_cover_long_context_with_overlap(tiny_tokenizer):
 def test_offsets_map_back_to_exact_context_substrings(tiny_tokenizer):
     ex = _long_example()
     f = make_features([ex], tiny_tokenizer, WindowConfig(64, 16, 16))
+    checked = 0
     for ids, offs in zip(f.input_ids, f.offsets):
         tokens = tiny_tokenizer.convert_ids_to_tokens(ids)
         for tok, off in zip(tokens, offs):
@@ -44,6 +45,9 @@ def test_offsets_map_back_to_exact_context_substrings(tiny_tokenizer):
                 continue
             piece = ex.context[off[0] : off[1]].lower()
             assert piece == tok.removeprefix("##") or tok == "[UNK]"
+            checked += 1
+    # every word of the context is at least one context token of some window
+    assert checked >= len(ex.context.split())
 
 
 def test_labels_point_at_answer_or_cls(tiny_tokenizer):
