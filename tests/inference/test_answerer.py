@@ -134,12 +134,15 @@ def test_bad_inputs(tiny_bert_dir, tmp_path):
     json.dumps(qa("who?", "Ann wrote it."))  # results are JSON-serialisable
 
 
-def test_overlapped_chunks_give_the_same_answers(tiny_bert_dir):
-    from pocketqa.inference.answerer import OVERLAP_CHUNK
+def test_overlapped_chunks_give_the_same_answers(tiny_bert_dir, one_thread, monkeypatch):
+    import pocketqa.inference.answerer as answerer
 
+    # Chunks of 8 instead of 512: the same path (windowing and decoding on a helper thread,
+    # chunk boundaries, a short last chunk) in a few dozen examples instead of a thousand.
+    monkeypatch.setattr(answerer, "OVERLAP_CHUNK", 8)
     rng = np.random.default_rng(0)
     examples = []
-    for i in range(2 * OVERLAP_CHUNK + 40):  # three chunks, the last one short
+    for i in range(3 * answerer.OVERLAP_CHUNK + 5):  # four chunks, the last one short
         _, ctx, qas = CONTEXTS[i % len(CONTEXTS)]
         words = ctx.split()
         cut = int(rng.integers(0, len(words)))
@@ -150,7 +153,10 @@ def test_overlapped_chunks_give_the_same_answers(tiny_bert_dir):
     assert not qa.overlaps()  # on by default only for CUDA
     expected = qa.decode_examples(examples)
     qa.overlap = True
+    windowed = []  # the chunks the helper thread windows
+    monkeypatch.setattr(qa, "_windows", lambda chunk, real=qa._windows: windowed.append(len(chunk)) or real(chunk))
     got = qa.decode_examples(examples, progress=True)
+    assert windowed == [8, 8, 8, 5]
     assert len(got) == len(examples)
     # chunks are batched apart, so padding differs: logits agree to float rounding only
     for d, e in zip(got, expected):
