@@ -52,8 +52,10 @@ def tiny_squad_file(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def shared_dev() -> Path:
+@pytest.fixture()
+def shared_dev(request) -> Path:
+    """The real SQuAD 2.0 dev set; tests using it carry the ``data`` marker (``-m data`` selects them)."""
+    assert request.node.get_closest_marker("data"), f"{request.node.nodeid} reads ../shared/data: mark it @pytest.mark.data"
     path = SHARED_DATA / "dev-v2.0.json.gz"
     if not path.is_file():
         pytest.skip(f"real SQuAD data not found at {path}")

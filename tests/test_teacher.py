@@ -127,6 +127,7 @@ def test_cli_reports_missing_parts_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.data
 def test_real_teacher_loads_and_bridges_to_minilm_on_dev(shared_dev):
     """Needs an assembled teacher: POCKETQA_TEACHER_DIR=DIR (pocketqa assemble-teacher --out DIR)."""
     path = os.environ.get("POCKETQA_TEACHER_DIR")

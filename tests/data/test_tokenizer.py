@@ -53,6 +53,7 @@ def test_windowing_leaves_the_tokenizer_as_it_was():
     assert len(tokenizer(LONG)["input_ids"]) > 100
 
 
+@pytest.mark.data
 def test_real_dev_questions_with_the_bundled_tokenizer(shared_dev):
     from transformers import AutoTokenizer
 
