@@ -6,10 +6,20 @@ The builders behind them live in helpers.py, which test modules import directly.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from helpers import SHARED_DATA, build_bert, build_mobilebert, build_tokenizer, squad_dict
+
+
+def pytest_configure(config):
+    """One intra-op torch thread for the whole run, set before any test imports torch.
+
+    Tiny models gain nothing from a second thread, and where other jobs share a 2-core box two
+    threads per process thrash: 0.3 s tests took 5 to 9 s. An OMP_NUM_THREADS already set wins.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture()
