@@ -1,115 +1,25 @@
 """Shared fixtures: a tiny WordPiece tokenizer, tiny random QA models, tiny SQuAD files.
 
-Everything is built here, offline, in a fraction of a second; no hub access.
+The builders behind them live in helpers.py, which test modules import directly.
 """
 
 from __future__ import annotations
 
 import json
-import string
+import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data" / "squad2"
-
-WORDS = (
-    "the a an of in on at to for by with from and or is was were be been are it its this that "
-    "who what when where which why how many much did does do has have had not no yes "
-    "city capital country river mountain king queen war year years century people company "
-    "founded built wrote written born died university school music film book church state "
-    "paris france london england germany berlin rome italy normans normandy denmark "
-    "first second third new old large small north south east west one two three ten hundred "
-    "named called known became led won lost made used began ended between during after before"
-).split()
-
-CONTEXTS = [
-    (
-        "Normans",
-        "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "
-        "a region in France. They were descended from Norse raiders and pirates from Denmark, Iceland "
-        "and Norway who, under their leader Rollo, agreed to swear fealty to King Charles III.",
-        [
-            ("In what country is Normandy located?", "France", False),
-            ("From which countries did the Norse originate?", "Denmark, Iceland and Norway", False),
-            ("Who was the leader of the Norse?", "Rollo", False),
-            ("Who gave their name to Italy?", None, True),
-        ],
-    ),
-    (
-        "Paris",
-        "Paris is the capital and most populous city of France. Since the 17th century, Paris has been "
-        "one of Europe's major centres of finance, diplomacy, commerce, fashion and science.",
-        [
-            ("What is the capital of France?", "Paris", False),
-            ("Since when has Paris been a major centre?", "the 17th century", False),
-            ("What is the capital of Germany?", None, True),
-        ],
-    ),
-]
+from helpers import SHARED_DATA, build_bert, build_mobilebert, build_tokenizer, squad_dict
 
 
-def build_tokenizer(words: list[str] = WORDS):
-    """A lowercasing BERT-style WordPiece tokenizer over letters, digits and a few words."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import BertTokenizerFast
+def pytest_configure(config):
+    """One intra-op torch thread for the whole run, set before any test imports torch.
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    chars = list(string.ascii_lowercase + string.digits)
-    vocab = specials + chars + ["##" + c for c in chars] + list(string.punctuation) + sorted(set(words))
-    ids = {w: i for i, w in enumerate(dict.fromkeys(vocab))}
-    tk = Tokenizer(models.WordPiece(ids, unk_token="[UNK]"))
-    tk.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
-    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tk.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
-    )
-    tk.decoder = decoders.WordPiece()
-    return BertTokenizerFast(
-        tokenizer_object=tk, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
-        mask_token="[MASK]",
-    )
-
-
-def build_bert(vocab_size: int, seed: int = 0, layers: int = 2, hidden: int = 32, heads: int = 2, **config_kwargs):
-    import torch
-    from transformers import BertConfig, BertForQuestionAnswering
-
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=hidden * 2, max_position_embeddings=512, **config_kwargs,
-    )
-    return BertForQuestionAnswering(config).eval()
-
-
-def build_mobilebert(vocab_size: int, seed: int = 0):
-    import torch
-    from transformers import MobileBertConfig, MobileBertForQuestionAnswering
-
-    torch.manual_seed(seed)
-    config = MobileBertConfig(
-        vocab_size=vocab_size, hidden_size=32, embedding_size=16, true_hidden_size=16,
-        intra_bottleneck_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        num_feedforward_networks=1, max_position_embeddings=512,
-    )
-    return MobileBertForQuestionAnswering(config).eval()
-
-
-def squad_dict(contexts=CONTEXTS) -> dict:
-    data = []
-    n = 0
-    for title, context, qas in contexts:
-        items = []
-        for question, answer, impossible in qas:
-            n += 1
-            answers = [] if answer is None else [{"text": answer, "answer_start": context.index(answer)}]
-            items.append({"id": f"q{n}", "question": question, "answers": answers, "is_impossible": impossible})
-        data.append({"title": title, "paragraphs": [{"context": context, "qas": items}]})
-    return {"version": "v2.0", "data": data}
+    Tiny models gain nothing from a second thread, and where other jobs share a 2-core box two
+    threads per process thrash: 0.3 s tests took 5 to 9 s. An OMP_NUM_THREADS already set wins.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture()
@@ -152,66 +62,11 @@ def tiny_squad_file(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def shared_dev() -> Path:
+@pytest.fixture()
+def shared_dev(request) -> Path:
+    """The real SQuAD 2.0 dev set; tests using it carry the ``data`` marker (``-m data`` selects them)."""
+    assert request.node.get_closest_marker("data"), f"{request.node.nodeid} reads ../shared/data: mark it @pytest.mark.data"
     path = SHARED_DATA / "dev-v2.0.json.gz"
     if not path.is_file():
         pytest.skip(f"real SQuAD data not found at {path}")
-    return path
-
-
-class CountingTeacher:
-    """Loads the teacher and counts loads and forward calls."""
-
-    def __init__(self):
-        self.loads = 0
-        self.calls = 0
-
-    def __call__(self, path, device):
-        from pocketqa.models import load_qa_model
-
-        self.loads += 1
-        model = load_qa_model(path, device=device)
-
-        def count(module, args, kwargs):
-            self.calls += 1
-
-        model.register_forward_pre_hook(count, with_kwargs=True)
-        return model
-
-
-
-def poison_after_each_step(monkeypatch, module, value: float) -> None:
-    """Patches ``module.build_optimizer`` so every optimizer step leaves the QA head weight
-    filled with ``value`` (nan/inf): what a diverging update does to the weights."""
-    real = module.build_optimizer
-
-    def poisoning(model, *args, **kwargs):
-        optimizer = real(model, *args, **kwargs)
-        optimizer.register_step_post_hook(lambda *_: model.qa_outputs.weight.data.fill_(value))
-        return optimizer
-
-    monkeypatch.setattr(module, "build_optimizer", poisoning)
-
-
-class SlowBackend:
-    """Wraps a backend and takes 0.3 s per model call, so that questions sent meanwhile queue up."""
-
-    def __init__(self, real):
-        self.real = real
-        self.input_names = real.input_names
-
-    def __call__(self, batch):
-        import time
-
-        time.sleep(0.3)
-        return self.real(batch)
-
-
-def bad_squad_file(tmp_path) -> Path:
-    """A SQuAD file whose first answer_start is a string: load_squad refuses it, naming the question."""
-    data = squad_dict()
-    data["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = "12"
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
     return path

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pocketqa.models import load_kwargs, load_qa_model
+from pocketqa.errors import PocketQAError
+from pocketqa.models import check_device, load_kwargs, load_qa_model
 
 
 @pytest.mark.parametrize(
@@ -24,7 +25,7 @@ def test_loads_in_the_asked_dtype_and_attention_on_the_installed_transformers(ti
 
 
 def test_save_student_writes_model_projection_and_meta_and_leaves_no_temp_dir(tmp_path, tiny_tokenizer):
-    from conftest import build_bert
+    from helpers import build_bert
 
     from pocketqa.modeldir import read_meta
     from pocketqa.models import PROJECTION_FILE, load_projection, save_student
@@ -41,7 +42,7 @@ def test_save_student_writes_model_projection_and_meta_and_leaves_no_temp_dir(tm
 
 
 def test_a_save_that_fails_midway_keeps_the_earlier_weights(tmp_path, tiny_tokenizer, monkeypatch):
-    from conftest import build_bert
+    from helpers import build_bert
 
     import pocketqa.models as models
 
@@ -64,7 +65,7 @@ def test_a_save_that_fails_midway_keeps_the_earlier_weights(tmp_path, tiny_token
 def test_saved_model_files_follow_the_umask(tmp_path, tiny_tokenizer, umask, mode):
     import os
 
-    from conftest import build_bert
+    from helpers import build_bert
     from pocketqa.models import save_qa_model
 
     old = os.umask(umask)
@@ -80,7 +81,7 @@ def test_saved_model_files_follow_the_umask(tmp_path, tiny_tokenizer, umask, mod
 def test_save_and_load_print_nothing_and_leave_transformers_settings_alone(tmp_path, tiny_tokenizer, capfd):
     from transformers.utils import logging as hf_logging
 
-    from conftest import build_bert
+    from helpers import build_bert
     from pocketqa.models import load_tokenizer, save_qa_model
 
     model = build_bert(len(tiny_tokenizer))
@@ -94,3 +95,18 @@ def test_save_and_load_print_nothing_and_leave_transformers_settings_alone(tmp_p
     assert captured.err == "" and captured.out == ""  # e.g. no "Writing model shards" bar
     assert hf_logging.get_verbosity() == hf_logging.WARNING
     assert hf_logging.is_progress_bar_enabled()
+
+
+def test_check_device_refuses_a_cuda_ordinal_the_machine_lacks(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_device("cuda")
+    check_device("cuda:0")
+    with pytest.raises(PocketQAError, match=r"'cuda:1': this machine has 1 CUDA device"):
+        check_device("cuda:1")
+
+
+def test_check_device_refuses_mps_where_it_is_missing(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(PocketQAError, match="MPS is not available"):
+        check_device("mps")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import CONTEXTS
+from helpers import CONTEXTS
 from pocketqa.errors import PocketQAError
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.models import load_qa_model, new_head_weights

@@ -9,7 +9,7 @@ run by hand, not in CI (from the repository root):
 
     python -m bench.tools.decode_golden --utils-qa /tmp/utils_qa.py --out tests/assets/utils_qa_golden.json
 
-The examples use the tiny test tokenizer (tests/conftest.py) so that long contexts cut
+The examples use the tiny test tokenizer (tests/helpers.py) so that long contexts cut
 into several windows; start/end logits are seeded random numbers, shaped per example
 (clearly answerable, clearly unanswerable, no-answer in some windows only, a borderline
 case between the two thresholds, and one with no valid span at all). The file stores the
@@ -34,15 +34,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def load_module(name: str, path: Path):
-    """Imports a Python file by path (utils_qa.py, the tests' conftest.py: neither is a package)."""
+    """Imports a Python file by path (utils_qa.py, the tests' helpers.py: neither is a package)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-conftest = load_module("pocketqa_tests_conftest", REPO / "tests" / "conftest.py")
-CONTEXTS, build_tokenizer = conftest.CONTEXTS, conftest.build_tokenizer
+helpers = load_module("pocketqa_tests_helpers", REPO / "tests" / "helpers.py")
+CONTEXTS, build_tokenizer = helpers.CONTEXTS, helpers.build_tokenizer
 
 WINDOW = WindowConfig(max_seq_length=48, doc_stride=16, max_query_length=12)
 N_BEST = 20
