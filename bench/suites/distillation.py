@@ -46,7 +46,7 @@ def student_steps(student, teacher, cache, data, mask, batches, device, names, p
     import numpy as np
     import torch
 
-    from pocketqa.recipes.distill import gather_rows
+    from pocketqa.training.teacher_cache import gather_rows
     from pocketqa.data.batching import collate
     from pocketqa.training.optim import build_optimizer
     from pocketqa.training.losses import masked_kl_div, span_loss
@@ -81,14 +81,9 @@ def run(args: argparse.Namespace) -> Results:
     from pocketqa.data.features import WindowConfig
     from pocketqa.data.squad import load_squad, write_squad
     from pocketqa.models import load_qa_model, load_tokenizer
-    from pocketqa.recipes.distill import (
-        answer_mask,
-        build_student,
-        cache_key_parts,
-        load_data,
-        model_fingerprint,
-        teacher_logits,
-    )
+    from pocketqa.models import build_student
+    from pocketqa.recipes.distill import load_data
+    from pocketqa.training.teacher_cache import answer_mask, cache_key_parts, model_fingerprint, teacher_logits
     from pocketqa.data.batching import batch_order
 
     setup(args)

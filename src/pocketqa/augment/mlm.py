@@ -23,6 +23,8 @@ from pathlib import Path
 
 from pocketqa.augment.edits import STOP_WORDS
 from pocketqa.errors import ConfigError, PocketQAError
+from pocketqa.models import check_device, load_kwargs, load_tokenizer, resolve_model
+from pocketqa.augment.runner import select_paragraphs, write_augmented
 
 Span = tuple[int, int]
 
@@ -64,7 +66,6 @@ def load_masked_lm(name_or_path: str, device: str | None = None, dtype=None):
     from transformers import AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
-    from pocketqa.models import check_device, load_kwargs, load_tokenizer, resolve_model
 
     path = resolve_model(name_or_path)
     kwargs = {"output_loading_info": True, **load_kwargs(dtype)}
@@ -392,8 +393,6 @@ def augment_with_mlm(
     """
     import torch
 
-    from pocketqa.augment.runner import select_paragraphs, write_augmented
-    from pocketqa.models import check_device
 
     problems = []
     if batch_size < 1:

@@ -23,6 +23,7 @@ import numpy as np
 
 from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.errors import PocketQAError
+from pocketqa.data.squad import load_squad
 
 # Bump when the cached array layout or the labelling rules change: old caches are then ignored.
 CACHE_VERSION = 1
@@ -148,7 +149,6 @@ def _tokenise(path, tokenizer, window, data_sha, progress, chunk_size, workers) 
 
     from tqdm.auto import tqdm
 
-    from pocketqa.data.squad import load_squad
 
     examples = load_squad(path)
     if not examples:

@@ -47,6 +47,7 @@ from pocketqa.training.losses import span_loss
 from pocketqa.training.optim import build_optimizer, build_scheduler, total_steps, warmup_steps_for
 from pocketqa.training.precision import autocast, grad_scaler, precision_warning, resolve_precision
 from pocketqa.training.runlog import LOG_FILE, LossMeter, RunLog, progress_bar
+from pocketqa.data.squad import load_squad
 
 
 def train(config: TrainConfig) -> dict:
@@ -194,7 +195,6 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
 def _load_data(config: TrainConfig, tokenizer, is_main: bool) -> tuple[TrainData, list | None]:
     """The training windows (rank 0 tokenises and fills the cache, the others then read it)
     and, on rank 0 with a dev file, the dev examples."""
-    from pocketqa.data.squad import load_squad
 
     dev_examples = load_squad(config.dev) if config.dev and is_main else None
     data = None

@@ -14,6 +14,7 @@ from pocketqa.data.squad import iter_examples, read_json
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.training.attention import tap_problem
 from pocketqa.training.layer_map import parse_layer_map, uniform_layer_map
+from pocketqa.training.bridge import BUILTIN_SAMPLES, VocabBridge
 
 if TYPE_CHECKING:
     from pocketqa.training.bridge import VocabBridge
@@ -75,7 +76,6 @@ def plan_vocabulary(
     problem = _vocab_problem(teacher_tok, student_tok)
     if problem is None or mode == "off" or teacher_tok.get_vocab() == student_tok.get_vocab():
         return None, problem
-    from pocketqa.training.bridge import BUILTIN_SAMPLES, VocabBridge
 
     texts = list(BUILTIN_SAMPLES) + list(sample_texts)
     try:
