@@ -45,3 +45,36 @@ def test_question_answerer_serves_an_untrained_head_when_allowed(base_encoder_di
 
 def test_trained_head_loads_as_before(tiny_bert_dir):
     QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu")
+
+
+@pytest.mark.parametrize("command", ["ask", "predict", "evaluate"])
+def test_cli_refuses_an_untrained_head_in_one_line_unless_allowed(base_encoder_dir, tmp_path, command, capsys):
+    from helpers import squad_dict
+
+    import json
+
+    from pocketqa.cli.main import main
+
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(squad_dict()), encoding="utf-8")
+    args = {
+        "ask": ["ask", "-q", "Who?", "-c", CONTEXTS[0][1]],
+        "predict": ["predict", "--data", str(data), "--out", str(tmp_path / "p.json")],
+        "evaluate": ["evaluate", "--data", str(data)],
+    }[command] + ["--model", str(base_encoder_dir), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "QA head is untrained" in err and "--allow-untrained-head" in err
+    assert main([*args, "--allow-untrained-head"]) == 0
+
+
+def test_serve_passes_allow_untrained_head_through(monkeypatch):
+    import pocketqa.serve.server as server
+    from pocketqa.cli.main import main
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda model, **kwargs: seen.update(kwargs))
+    assert main(["serve", "--model", "m", "--allow-untrained-head"]) == 0
+    assert seen["allow_untrained_head"] is True
+    assert main(["serve", "--model", "m"]) == 0
+    assert seen["allow_untrained_head"] is False

@@ -81,12 +81,18 @@ def model_args(p: argparse.ArgumentParser) -> None:
                         "gives the QA pipeline's top_k=1 answers)")
     p.add_argument("--max-answer-length", type=positive_int, default=None,
                    help="longest answer in tokens (default 30, as utils_qa; the QA pipeline's default was 15)")
+    p.add_argument("--allow-untrained-head", action="store_true",
+                   help="answer even when the model's QA head was initialised at random (a base encoder: "
+                        "its answers are noise; fine-tune it with pocketqa train first)")
 
 
 def window_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-seq-length", type=int, default=None)
-    p.add_argument("--doc-stride", type=int, default=None)
-    p.add_argument("--max-query-length", type=int, default=None)
+    p.add_argument("--max-seq-length", type=int, default=None,
+                   help="tokens per window, question and special tokens included (default: the model's, else 384)")
+    p.add_argument("--doc-stride", type=int, default=None,
+                   help="context tokens shared by consecutive windows of a long passage (default: the model's, else 128)")
+    p.add_argument("--max-query-length", type=int, default=None,
+                   help="question tokens kept; longer questions are cut (default: the model's, else 64)")
 
 
 def window_kwargs(args) -> dict:
@@ -119,6 +125,7 @@ def decoding_kwargs(args) -> dict:
     """How spans are scored and chosen (``model_args``'s flags), for QuestionAnswerer.from_pretrained."""
     given = {"n_best": args.n_best, "max_answer_length": args.max_answer_length}
     return {"scoring": args.scoring, "align_to_words": args.align_to_words,
+            "allow_untrained_head": args.allow_untrained_head,
             **{k: v for k, v in given.items() if v is not None}}
 
 

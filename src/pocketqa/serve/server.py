@@ -65,6 +65,7 @@ def serve(
     align_to_words: bool = False,
     n_best: int = 20,
     max_answer_length: int = 30,
+    allow_untrained_head: bool = False,
     **window,
 ) -> None:
     """Loads a model and serves it with uvicorn until interrupted (``pocketqa serve``).
@@ -84,7 +85,8 @@ def serve(
     path = resolve_model(model)
     qa = QuestionAnswerer.from_pretrained(path, device=device, threads=threads, batch_size=batch_size,
                                           scoring=scoring, align_to_words=align_to_words, n_best=n_best,
-                                          max_answer_length=max_answer_length, **window)
+                                          max_answer_length=max_answer_length,
+                                          allow_untrained_head=allow_untrained_head, **window)
     app = create_app(qa, api_key=api_key, limits=limits, max_batch=max_batch, max_wait_ms=max_wait_ms, model_dir=path)
     auth = "on (X-API-Key)" if api_key else "off"
     print(f"serving {qa.name} on http://{host}:{port}  (docs: /docs, API key: {auth}, max batch {max_batch})", flush=True)
