@@ -1,7 +1,7 @@
 """Tests for pocketqa.evaluation.metrics: hand-worked cases of the official SQuAD 2.0 evaluation.
 
 The full-dev-set comparison with the official evaluate-v2.0.py is done by
-bench/check_metrics_official.py (results in docs/metrics_check.md), not here.
+python -m bench.tools.metrics_official (results in docs/metrics_check.md), not here.
 """
 
 import json

@@ -1,7 +1,7 @@
 """pocketqa decoding == transformers' utils_qa.postprocess_qa_predictions on the same logits.
 
 tests/assets/utils_qa_golden.json holds fixed per-window logits and what utils_qa
-(version_2_with_negative=True) made of them; bench/make_decode_golden.py wrote it. Here
+(version_2_with_negative=True) made of them; python -m bench.tools.decode_golden wrote it. Here
 we rebuild the windows with our own features.py and decode the stored logits with our
 decode.py. One documented deviation: where no valid span exists, utils_qa answers the
 literal "empty" and we abstain (no spans, null_odds = +inf).

@@ -183,7 +183,7 @@ def test_cpu_optimizer_is_fused_adamw_and_steps_like_the_reference():
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
     reference = copy.deepcopy(model)
     opt = build_optimizer(model, 1e-2, 0.1)
-    assert opt.defaults["fused"] is True  # the CPU kernel (torch >= 2.4; bench/optimizer_cpu.py)
+    assert opt.defaults["fused"] is True  # the CPU kernel (torch >= 2.4; docs/benchmarks.md)
     ref_opt = torch.optim.AdamW(
         [{"params": [p for p in reference.parameters() if p.ndim >= 2], "weight_decay": 0.1},
          {"params": [p for p in reference.parameters() if p.ndim < 2], "weight_decay": 0.0}],

@@ -3,7 +3,7 @@
 Re-implements the behaviour of the official ``evaluate-v2.0.py``
 (https://rajpurkar.github.io/SQuAD-explorer/, "Evaluation Script v2.0"): the same answer
 normalisation, the same per-question scores, the same output keys in the same order, and
-the same best-threshold sweep. ``bench/check_metrics_official.py`` compares
+the same best-threshold sweep. ``python -m bench.tools.metrics_official`` compares
 ``squad_v2_eval`` with the official script on the full dev set; see docs/metrics_check.md.
 
 One deliberate difference: the official script prints "Missing prediction for X" and then

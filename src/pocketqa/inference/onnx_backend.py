@@ -20,7 +20,7 @@ OUTPUT_NAMES = ("start_logits", "end_logits")
 # Fusions left out on the CPU because the fused kernel is slower than the ops it replaces.
 # onnxruntime 1.32's CPU SkipLayerNormalization is 3-8x slower than the Add + Add +
 # LayerNormalization it stands for on a [1, 170, 384] window (e.g. 334 vs 65 us on one
-# thread, 297 vs 88 us on two; bench/ort_fusions.py): its 12 nodes took 14-19 % of a MiniLM-L6
+# thread, 297 vs 88 us on two; docs/benchmarks.md): its 12 nodes took 14-19 % of a MiniLM-L6
 # int8 forward.
 SLOW_CPU_FUSIONS = ("SkipLayerNormFusion",)
 

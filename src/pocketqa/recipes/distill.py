@@ -15,7 +15,7 @@ Fixed here, compared with the anchors:
   depend on, instead of running the teacher every step of every epoch;
 - mismatched tokenizers, head counts or layer counts are reported up front, all at once;
 - a teacher whose tokenizer numbers the same word pieces differently (all-mpnet-base-v2 for
-  a BERT-uncased student, issue 9) is run through a :class:`~pocketqa.training.bridge.VocabBridge`:
+  a BERT-uncased student) is run through a :class:`~pocketqa.training.bridge.VocabBridge`:
   it sees the student's windows with ids mapped and its own special tokens, and its logits,
   hidden states and attention maps are gathered back onto student positions, so every loss
   keeps the student's masks and shapes.

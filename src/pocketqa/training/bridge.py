@@ -1,6 +1,6 @@
 """A vocabulary bridge: run a teacher whose tokenizer numbers tokens differently.
 
-all-mpnet-base-v2 (the teacher, issue 9) and MiniLM/BERT-uncased students cut text into
+all-mpnet-base-v2 (the teacher) and MiniLM/BERT-uncased students cut text into
 the same WordPiece tokens at the same character offsets; only the ids differ (MPNet's
 vocabulary is BERT-uncased's shifted by 4, plus its own special tokens), and so does the
 pair template:

@@ -38,7 +38,7 @@ def build_optimizer(
         eps: Adam epsilon.
         fused: Use torch's fused AdamW kernel; None = when every parameter is on CUDA, or
             on the CPU with torch >= 2.4 (6.5x faster a step than torch's default loop for a
-            17M-parameter student on 2 cores: bench/optimizer_cpu.py).
+            17M-parameter student on 2 cores; docs/benchmarks.md).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     seen = {id(p) for p in params}
