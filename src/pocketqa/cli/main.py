@@ -515,7 +515,7 @@ def _add_distill(sub) -> None:
     p.add_argument("--stage1-learning-rate", "--stage1-lr", type=float, default=None)
     p.add_argument("--stage2-epochs", type=int, default=None)
     p.add_argument("--stage2-learning-rate", "--stage2-lr", type=float, default=None)
-    p.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps per stage")
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps of each stage (overrides its epochs)")
     p.add_argument("--warmup", type=float, default=None, help="fraction of steps if < 1, else steps")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--max-grad-norm", type=float, default=None)
@@ -538,6 +538,10 @@ def _add_distill(sub) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--log-steps", type=int, default=None)
     p.add_argument("--overwrite", action="store_true", default=None, help="write into a non-empty --out")
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="continue from the latest checkpoint of the stage that was running, or from DIR")
+    p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps of a stage (0 = never)")
+    p.add_argument("--keep-checkpoints", type=int, default=None, help="newest checkpoints kept per stage")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_distill)
 

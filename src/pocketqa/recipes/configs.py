@@ -271,7 +271,7 @@ class DistillConfig:
     stage1_learning_rate: float = 5e-5
     stage2_epochs: int = 5
     stage2_learning_rate: float = 3e-5
-    max_steps: int | None = None  # per stage; for smoke runs
+    max_steps: int | None = None  # steps of each stage; overrides its epochs
     warmup: float = 0.2  # < 1: a fraction of the steps; >= 1: a number of steps
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -293,6 +293,9 @@ class DistillConfig:
     seed: int = 42
     log_steps: int = 10
     overwrite: bool = False
+    resume: str | None = None  # "latest" or a checkpoint dir: continue the stage that was running
+    save_steps: int = 1000  # checkpoint every N steps of a stage (0 = never)
+    keep_checkpoints: int | None = 2  # newest checkpoints kept per stage (None = all)
 
     def __post_init__(self) -> None:
         problems, bad = self._check_paths()
@@ -328,6 +331,12 @@ class DistillConfig:
                 problems.append(f"{name} must be > 0, found {getattr(self, name)!r}")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be >= 1, found {self.max_steps}")
+        if not isinstance(self.save_steps, int) or self.save_steps < 0:
+            problems.append(f"save_steps must be an integer >= 0 (0 = never), found {self.save_steps!r}")
+        if self.keep_checkpoints is not None and (not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 1):
+            problems.append(f"keep_checkpoints must be a positive integer, found {self.keep_checkpoints!r}")
+        if self.resume is not None and not str(self.resume).strip():
+            problems.append("resume must be 'latest' or a checkpoint dir, found an empty string")
         if not 0.0 <= self.kd_weight <= 1.0:
             problems.append(f"kd_weight must be in [0, 1], found {self.kd_weight}")
         if not 0.0 <= self.embeds_dropout < 1.0:
