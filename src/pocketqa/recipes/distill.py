@@ -26,29 +26,53 @@ See docs/distillation.md for the choices and the numbers.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pocketqa.inference.backends import model_input_names
-from pocketqa.errors import ConfigError, PocketQAError
-from pocketqa.recipes.configs import DistillConfig
-from pocketqa.data.features import WindowConfig
-from pocketqa.models import build_student, error_line, load_qa_model, load_tokenizer, resolve_model, save_student
-from pocketqa.modeldir import META_FILE, update_meta
 from pocketqa.data.batching import batch_order, collate, epoch_seed, to_device
 from pocketqa.data.cache import TrainData, load_train_features
-from pocketqa.training.guards import nonfinite_parameter
-from pocketqa.training.optim import build_optimizer, build_scheduler, warmup_steps_for
-from pocketqa.training.runlog import LOG_FILE, RunLog
+from pocketqa.data.features import WindowConfig
+from pocketqa.data.squad import load_squad
+from pocketqa.errors import ConfigError, PocketQAError
+from pocketqa.evaluation.scoring import evaluate_model
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.inference.backends import model_input_names
+from pocketqa.modeldir import META_FILE, update_meta
+from pocketqa.models import (
+    build_student,
+    error_line,
+    load_qa_model,
+    load_tokenizer,
+    resolve_model,
+    save_student,
+)
+from pocketqa.recipes.configs import DistillConfig
 from pocketqa.training.attention import QueryKeyTap
+from pocketqa.training.checkpoint import (
+    CHECKPOINTS_DIR,
+    checkpoint_dir,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    read_checkpoint_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from pocketqa.training.guards import check_finite_weights
+from pocketqa.training.losses import attention_mse, hidden_mse, masked_kl_div, mix_losses, span_loss
+from pocketqa.training.optim import build_optimizer, build_scheduler, total_steps, warmup_steps_for
 from pocketqa.training.pairing import bridge_samples, check_pair, plan_vocabulary
+from pocketqa.training.precision import autocast, resolve_precision
+from pocketqa.training.runlog import LOG_FILE, LossMeter, RunLog, progress_bar
 from pocketqa.training.teacher_cache import (
     TeacherLogits,
     answer_mask,
@@ -61,12 +85,10 @@ from pocketqa.training.teacher_cache import (
 )
 
 if TYPE_CHECKING:
-    import torch
-
     from pocketqa.training.bridge import VocabBridge
 
 
-# -- data (stage 1 and 2) --------------------------------------------------------------
+# -- data -------------------------------------------------------------------------------
 
 
 def load_data(
@@ -100,36 +122,78 @@ def load_data(
     )
 
 
-# -- shared loop pieces ----------------------------------------------------------------
+NONFINITE_HINT = "lower the learning rate or use --precision fp32"
 
 
-def _autocast(device, precision: str):
-    import contextlib
+@dataclass
+class StageCheckpoints:
+    """Where and how often a stage saves resumable checkpoints, and the one it resumes from.
 
-    import torch
-
-    if precision == "bf16":
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _resolve_precision(precision: str, device: str) -> str:
-    import torch
-
-    if precision != "auto":
-        return precision
-    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
-
-
-def _train_in_float32(device: str, *modules) -> None:
-    """Puts each module (None skipped) on ``device`` in float32 and train mode.
-
-    float32 master weights, whatever the precision (autocast does the low-precision math):
-    AdamW on fp16 weights turns them inf/nan within a step or two (its eps and small
-    squared gradients underflow).
+    Attributes:
+        out: The stage's output dir; checkpoints go to ``out/checkpoints/step-N``.
+        save_steps: Save every this many steps (0: never).
+        keep: Keep the newest this many checkpoints (None or 0: all).
+        resume_from: A checkpoint of this stage to continue from (None: a fresh stage).
+        tokenizer: Saved in each checkpoint, so it is a usable model dir.
+        settings: What a resume must match (data checksum, batch size, window, seed...).
     """
+
+    out: Path
+    save_steps: int = 0
+    keep: int | None = 2
+    resume_from: Path | None = None
+    tokenizer: object = None
+    settings: dict = field(default_factory=dict)
+
+    def restore(self, stage: int, modules: dict, optimizer, scheduler) -> tuple[int, int, int]:
+        """(step, epoch, batch in the epoch) to start at: from ``resume_from``, or zeros."""
+        if self.resume_from is None:
+            return 0, 0, 0
+        state = load_checkpoint(self.resume_from, modules, optimizer, scheduler)
+        problems = [f"it is a stage {state.get('stage')} checkpoint"] if state.get("stage") != stage else []
+        problems += [f"{k} was {state.get(k)!r}, now {v!r}" for k, v in self.settings.items() if state.get(k) != v]
+        if problems:
+            raise PocketQAError(
+                f"cannot resume stage {stage} from {self.resume_from}: " + "; ".join(problems)
+                + " (resume with the original data and settings, or start again with --overwrite)"
+            )
+        return state["step"], state["epoch"], state["step_in_epoch"]
+
+    def save(self, stage: int, step: int, epoch: int, batch: int, modules: dict, optimizer, scheduler) -> None:
+        """Saves a checkpoint when ``step`` is a save step (after checking the weights); prunes old ones."""
+        if not self.save_steps or step % self.save_steps:
+            return
+        _check_weights(stage, modules, f"at step {step}")
+        state = {"stage": stage, "step": step, "epoch": epoch, "step_in_epoch": batch + 1, **self.settings}
+        save_checkpoint(checkpoint_dir(self.out, step), {k: m for k, m in modules.items() if m is not None},
+                        optimizer, scheduler, state, tokenizer=self.tokenizer)
+        prune_checkpoints(self.out, self.keep)
+
+
+def _check_weights(stage: int, modules: dict, where: str) -> None:
+    """Refuses to save nan or inf weights (the logged loss only sees the weights before the last update)."""
+    try:
+        check_finite_weights(modules, where, NONFINITE_HINT)
+    except PocketQAError as e:
+        raise PocketQAError(f"stage {stage} failed: {e}") from None
+
+
+def _logged_losses(stage: int, step_losses: list, first_step: int) -> list[float]:
+    """The per-step device losses as floats (one transfer); refuses a non-finite one, naming its step."""
+    import torch
+
+    values = torch.stack(step_losses).float().cpu().tolist() if step_losses else []
+    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise PocketQAError(
+            f"stage {stage} loss became {values[bad]} at step {first_step + bad}; {NONFINITE_HINT}"
+        )
+    return values
+
+
+def _train_mode(device, *modules) -> None:
+    """float32 master weights (autocast does the low-precision math): AdamW on fp16 weights
+    turns them inf/nan within a step or two (its eps and small squared gradients underflow)."""
     import torch
 
     for module in modules:
@@ -137,88 +201,44 @@ def _train_in_float32(device: str, *modules) -> None:
             module.to(device=device, dtype=torch.float32).train()
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar over ``total`` steps; with ``enabled`` False one that shows nothing."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", disable=not enabled)
-
-
-def _drain(pending: list, losses: list[float], stage: int, first_step: int) -> None:
-    """Moves per-step device losses into ``losses`` in one transfer; refuses a non-finite one.
-
-    Args:
-        pending: 0-d device tensors of the steps since the last drain (emptied here).
-        losses: Python floats of all earlier steps (extended here).
-        stage: 1 or 2, for the message.
-        first_step: The 1-based step number of ``pending[0]``.
-
-    Raises:
-        PocketQAError: naming the first step whose loss was nan or inf.
-    """
+def _optimizer_step(optimizer, scheduler, params, max_grad_norm: float) -> None:
     import torch
 
-    if not pending:
-        return
-    values = torch.stack(pending).float().cpu().tolist()
-    pending.clear()
-    losses.extend(values)
-    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
-    if bad is not None:
-        raise PocketQAError(
-            f"stage {stage} loss became {values[bad]} at step {first_step + bad}; lower the learning rate or "
-            "use --precision fp32"
-        )
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
 
 
-def _check_finite_weights(stage: int, student, projection=None) -> None:
-    """Refuses to save weights with nan or inf (the loss checks only see the loss before the last update)."""
-    for prefix, module in (("", student), ("projection ", projection)):
-        if module is not None and (name := nonfinite_parameter(module)) is not None:
-            raise PocketQAError(
-                f"stage {stage} left {prefix}weight {name} nan or inf; stopped before saving bad weights. "
-                "lower the learning rate or use --precision fp32"
-            )
+def _stage1_inputs(data, idx, names, s_names, t_names, pad_id, device, bridge):
+    """(student batch, its mask, teacher batch, teacher mask, gather index or None) of one batch."""
+    import torch
+
+    cpu = {k: torch.from_numpy(v) for k, v in collate(data, idx, pad_id, names).items()}
+    moved = {k: to_device(cpu[k], device) for k in {*names, "attention_mask"}}
+    batch, mask = {k: moved[k] for k in s_names}, moved["attention_mask"].bool()
+    if bridge is None:
+        return batch, mask, {k: moved[k] for k in t_names}, mask, None
+    # built from the CPU copy: the bridge's row checks would sync on a GPU
+    t_cpu, index = bridge.teacher_batch(cpu)
+    t_batch = {k: to_device(t_cpu[k], device) for k in t_names if k in t_cpu}
+    return batch, mask, t_batch, t_batch["attention_mask"].bool(), to_device(index, device)
 
 
-def _total_steps(n_windows: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
-    total = math.ceil(n_windows / batch_size) * epochs
-    return min(total, max_steps) if max_steps else total
+def _teacher_targets(teacher, taps, t_batch, t_mask, index, layer_map, attention_target, bridge, device, precision):
+    """The teacher's hidden states and attention targets of the mapped layers, on student positions."""
+    import torch
+
+    with torch.no_grad(), autocast(device, precision):
+        t_hidden = teacher.base_model(**t_batch, output_hidden_states=True).hidden_states
+        t_att = {t: taps[1].attention(t, t_mask, attention_target) for s, t in layer_map if s > 0} if taps else {}
+        if index is not None:
+            t_hidden = {t: bridge.gather(t_hidden[t], index, dim=1) for _, t in layer_map}
+            t_att = {t: bridge.gather(bridge.gather(a, index, dim=2), index, dim=3) for t, a in t_att.items()}
+    return t_hidden, t_att
 
 
 # -- stage 1: intermediate layers ------------------------------------------------------
-
-
-class _Stage1Batch(NamedTuple):
-    inputs: dict[str, torch.Tensor]  # the student's model inputs
-    mask: torch.Tensor  # [batch, seq_len] bool, True at the student's real tokens
-    t_inputs: dict[str, torch.Tensor]  # the teacher's model inputs
-    t_mask: torch.Tensor  # [batch, teacher_seq_len] bool, True at the teacher's real tokens
-    index: torch.Tensor | None  # bridged: [batch, seq_len] teacher position of each student position
-
-
-def _stage1_batcher(student, teacher, data: TrainData, pad_id: int, device: str, bridge: VocabBridge | None):
-    """Returns ``batch(indices) -> _Stage1Batch``: the windows ``indices`` for both models, on ``device``.
-
-    With the same vocabulary one collated batch serves both models; with a bridge the
-    teacher's batch is made from the student's by :meth:`VocabBridge.teacher_batch`.
-    """
-    import torch
-
-    s_names, t_names = model_input_names(student.base_model), model_input_names(teacher.base_model)
-    names = sorted(set(s_names) | ({"attention_mask"} if bridge else set(t_names)))
-
-    def batch(indices: np.ndarray) -> _Stage1Batch:
-        cpu = {k: torch.from_numpy(v) for k, v in collate(data, indices, pad_id, names).items()}
-        moved = {k: to_device(cpu[k], device) for k in {*names, "attention_mask"}}
-        inputs, mask = {k: moved[k] for k in s_names}, moved["attention_mask"].bool()
-        if bridge is None:
-            return _Stage1Batch(inputs, mask, {k: moved[k] for k in t_names}, mask, None)
-        t_cpu, index = bridge.teacher_batch(cpu)  # from the CPU copy: the bridge's row checks would sync on a GPU
-        t_inputs = {k: to_device(t_cpu[k], device) for k in t_names if k in t_cpu}
-        return _Stage1Batch(inputs, mask, t_inputs, t_inputs["attention_mask"].bool(), to_device(index, device))
-
-    return batch
 
 
 def distill_intermediate(
@@ -243,6 +263,7 @@ def distill_intermediate(
     log_steps: int = 10,
     progress: bool = True,
     bridge: VocabBridge | None = None,
+    checkpoints: StageCheckpoints | None = None,
 ) -> list[float]:
     """TinyBERT stage 1: the student's embeddings, hidden states and attentions imitate the teacher's.
 
@@ -256,75 +277,87 @@ def distill_intermediate(
         projection: ``nn.Linear(student_width, teacher_width)`` when the widths differ; it
             is in the optimizer with the student, so it trains.
         attention_target: "scores" (pre-softmax), "probs" (post-softmax), or None.
+        max_steps: Steps of the stage; when given it overrides ``epochs``.
         bridge: When the teacher numbers tokens differently: it runs on
             ``bridge.teacher_batch`` of each student batch, and its hidden states
             (sequence dim 1) and attention maps (query dim 2, key dim 3) are gathered back
             onto student positions. A teacher "probs" row keeps its mass on the extra
             separator the gather drops, so it sums to slightly under 1; "scores" are exact.
+        checkpoints: Where to save resumable checkpoints (student and projection), and the
+            one to resume from; None saves none.
 
-    Losses stay on the device between log steps (one GPU sync per ``log_steps``, not per
-    step), so a nan or inf loss is caught at the next log step or at the end, naming the
+    The logged loss is the mean over the steps since the last log step, read from the
+    device once per log step; a nan or inf loss is caught then (or at the end), naming the
     step where it first appeared.
 
     Returns:
-        The loss of every step.
+        The loss of every step this call ran (after the resumed step, when resuming).
     """
     import torch
 
-    from pocketqa.training.losses import attention_mse, hidden_mse
 
     torch.manual_seed(seed)
-    _train_in_float32(device, student, projection)
+    _train_mode(device, student, projection)
     teacher.to(device).eval().requires_grad_(False)
     extra = list(projection.parameters()) if projection is not None else []
-    params = list(student.parameters()) + extra
-    total = _total_steps(len(data), batch_size, epochs, max_steps)
+    total = total_steps(len(data), batch_size, epochs, max_steps)
     optimizer = build_optimizer(student, learning_rate, weight_decay, extra_params=extra)
     scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
-    make_batch = _stage1_batcher(student, teacher, data, pad_id, device, bridge)
-    taps = [QueryKeyTap(m, m.config.num_attention_heads) for m in (student, teacher)] if attention_target is not None else []
-    attended = [(s, t) for s, t in layer_map if s > 0] if taps else []  # embeddings (0) have no attention
+    modules = {"model": student, "projection": projection}
+    ckpt = checkpoints or StageCheckpoints(Path("."))
+    step, epoch, start_batch = ckpt.restore(1, {k: m for k, m in modules.items() if m is not None}, optimizer, scheduler)
+    s_names, t_names = model_input_names(student.base_model), model_input_names(teacher.base_model)
+    # Same vocabulary: one batch serves both. Bridged: the teacher's comes from the student's.
+    names = sorted(set(s_names) | ({"attention_mask"} if bridge else set(t_names)))
+    taps = None
+    if attention_target is not None:
+        taps = (QueryKeyTap(student, student.config.num_attention_heads), QueryKeyTap(teacher, teacher.config.num_attention_heads))
+    params = list(student.parameters()) + extra
     losses: list[float] = []
-    pending: list = []  # this stage's per-step losses since the last log step, on the device
-    bar = _progress_bar(total, "stage 1: intermediate layers", progress)
+    step_losses: list = []  # this stage's per-step losses since the last log step, on the device
+    meter, bar = LossMeter(device), progress_bar(total, step, "stage 1: intermediate layers", progress)
     try:
-        step = 0
-        for epoch in range(epochs):
-            for idx in batch_order(data.lengths, batch_size, epoch_seed(seed, epoch)):
+        while step < total:
+            batches = batch_order(data.lengths, batch_size, epoch_seed(seed, epoch))
+            for b, idx in enumerate(batches):
+                if b < start_batch:
+                    continue
                 if step >= total:
                     break
-                b = make_batch(idx)
-                with torch.no_grad(), _autocast(device, precision):
-                    t_hidden = teacher.base_model(**b.t_inputs, output_hidden_states=True).hidden_states
-                    t_att = {t: taps[1].attention(t, b.t_mask, attention_target) for _, t in attended}
-                    if b.index is not None:  # bridged: back onto student positions
-                        t_hidden = {t: bridge.gather(t_hidden[t], b.index, dim=1) for _, t in layer_map}
-                        t_att = {t: bridge.gather(bridge.gather(a, b.index, dim=2), b.index, dim=3) for t, a in t_att.items()}
-                with _autocast(device, precision):
-                    s_hidden = student.base_model(**b.inputs, output_hidden_states=True).hidden_states
-                hid = sum(hidden_mse(s_hidden[s], t_hidden[t], projection, b.mask) for s, t in layer_map)
-                att = torch.zeros((), device=b.mask.device)
-                for s, t in attended:
-                    att = att + attention_mse(taps[0].attention(s, b.mask, attention_target), t_att[t], b.mask)
+                batch, mask, t_batch, t_mask, index = _stage1_inputs(data, idx, names, s_names, t_names, pad_id, device, bridge)
+                t_hidden, t_att = _teacher_targets(
+                    teacher, taps, t_batch, t_mask, index, layer_map, attention_target, bridge, device, precision
+                )
+                with autocast(device, precision):
+                    s_out = student.base_model(**batch, output_hidden_states=True)
+                hid = sum(hidden_mse(s_out.hidden_states[s], t_hidden[t], projection, mask) for s, t in layer_map)
+                att = torch.zeros((), device=mask.device)
+                if taps:
+                    for s, t in layer_map:
+                        if s > 0:
+                            att = att + attention_mse(taps[0].attention(s, mask, attention_target), t_att[t], mask)
                 loss = hid + att
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-                optimizer.step()
-                scheduler.step()
+                _optimizer_step(optimizer, scheduler, params, max_grad_norm)
                 step += 1
-                pending.append(loss.detach())
+                meter.add(loss)
+                meter.end_step()
+                step_losses.append(loss.detach())
                 if step % log_steps == 0 or step == total:
-                    _drain(pending, losses, stage=1, first_step=len(losses) + 1)
-                    lr = scheduler.get_last_lr()[0]
-                    log(stage=1, epoch=epoch, step=step, loss=losses[-1], hidden=hid.item(), attention=att.item(), lr=lr)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                    losses += _logged_losses(1, step_losses, step - len(step_losses) + 1)
+                    step_losses.clear()
+                    mean, lr = meter.mean(), scheduler.get_last_lr()[0]
+                    log(stage=1, epoch=epoch, step=step, loss=mean, hidden=hid.item(), attention=att.item(), lr=lr)
+                    bar.set_postfix(loss=f"{mean:.4f}")
                 bar.update(1)
-        _drain(pending, losses, stage=1, first_step=len(losses) + 1)
+                ckpt.save(1, step, epoch, b, modules, optimizer, scheduler)
+            epoch, start_batch = epoch + 1, 0
+        losses += _logged_losses(1, step_losses, step - len(step_losses) + 1)
     finally:
-        for tap in taps:
-            tap.close()
+        if taps:
+            for tap in taps:
+                tap.close()
         bar.close()
     student.eval()
     return losses
@@ -333,38 +366,8 @@ def distill_intermediate(
 # -- stage 2: prediction layer ---------------------------------------------------------
 
 
-class _Stage2Batch(NamedTuple):
-    inputs: dict[str, torch.Tensor]  # the student's model inputs
-    t_start: torch.Tensor  # [batch, seq_len] float32 teacher start logits (0 past each window's end)
-    t_end: torch.Tensor  # the same for end logits
-    valid: torch.Tensor  # [batch, seq_len] bool: where an answer may be (context tokens and CLS)
-    starts: torch.Tensor  # [batch] gold start positions
-    ends: torch.Tensor  # [batch] gold end positions
-    mask: torch.Tensor  # [batch, seq_len] attention mask (1 at real tokens)
-
-
-def _stage2_batcher(student, logits: TeacherLogits, data: TrainData, answer_positions: np.ndarray, pad_id: int, device: str):
-    """Returns ``batch(indices) -> _Stage2Batch``: the windows ``indices`` with the teacher's logits, on ``device``."""
-    names = model_input_names(student)
-
-    def batch(indices: np.ndarray) -> _Stage2Batch:
-        arrays = collate(data, indices, pad_id, names)
-        width = arrays["input_ids"].shape[1]
-        return _Stage2Batch(
-            inputs={k: to_device(arrays[k], device) for k in names},
-            valid=to_device(gather_rows(answer_positions, data, indices, width, False), device),
-            t_start=to_device(gather_rows(logits.start, data, indices, width).astype(np.float32), device),
-            t_end=to_device(gather_rows(logits.end, data, indices, width).astype(np.float32), device),
-            mask=to_device(arrays["attention_mask"], device),
-            starts=to_device(arrays["start_positions"], device),
-            ends=to_device(arrays["end_positions"], device),
-        )
-
-    return batch
-
-
-def _embeds_dropout(student, p: float):
-    """Dropout on the encoder output right before the QA head while training; the hook handle, or None for p = 0."""
+def _embeds_dropout_hook(student, p: float):
+    """Dropout on the QA head's input while training (Haystack's ``embeds_dropout_prob``); None for 0."""
     import torch
 
     if p <= 0:
@@ -375,6 +378,18 @@ def _embeds_dropout(student, p: float):
     return head.register_forward_pre_hook(
         lambda module, args: (torch.nn.functional.dropout(args[0], p, module.training), *args[1:])
     )
+
+
+def _stage2_inputs(data, idx, logits: TeacherLogits, mask, names, pad_id, device):
+    """(student batch, answer-position mask, teacher start/end logits, attention mask, starts, ends)."""
+    arrays = collate(data, idx, pad_id, names)
+    width = arrays["input_ids"].shape[1]
+    batch = {k: to_device(arrays[k], device) for k in names}
+    valid = to_device(gather_rows(mask, data, idx, width, False), device)
+    t_start = to_device(gather_rows(logits.start, data, idx, width).astype(np.float32), device)
+    t_end = to_device(gather_rows(logits.end, data, idx, width).astype(np.float32), device)
+    positions = [to_device(arrays[k], device) for k in ("attention_mask", "start_positions", "end_positions")]
+    return batch, valid, t_start, t_end, *positions
 
 
 def distill_prediction(
@@ -399,6 +414,7 @@ def distill_prediction(
     log: Callable[..., None] = lambda **_: None,
     log_steps: int = 10,
     progress: bool = True,
+    checkpoints: StageCheckpoints | None = None,
 ) -> list[float]:
     """Stage 2: the student's start/end distributions imitate the (cached) teacher's.
 
@@ -409,63 +425,73 @@ def distill_prediction(
         student: A QA model, trained in place.
         logits: The teacher's logits of ``data``'s windows.
         data: Training windows with labels.
-        mask: :func:`~pocketqa.training.teacher_cache.answer_mask` of ``data`` (flat bool).
+        mask: :func:`answer_mask` of ``data`` (flat bool).
         embeds_dropout: Dropout on the encoder output right before the QA head while
             training (Haystack's ``embeds_dropout_prob``); 0 turns it off.
+        max_steps: Steps of the stage; when given it overrides ``epochs``.
+        checkpoints: Where to save resumable checkpoints, and the one to resume from.
 
-    Losses stay on the device between log steps (one GPU sync per ``log_steps``, not per
-    step, issue 4), so a nan or inf loss is caught at the next log step or at the end,
-    naming the step where it first appeared.
+    The logged loss is the mean over the steps since the last log step, read from the
+    device once per log step; a nan or inf loss is caught then (or at the end), naming the
+    step where it first appeared.
 
     Returns:
-        The loss of every step.
+        The loss of every step this call ran (after the resumed step, when resuming).
     """
     import torch
 
-    from pocketqa.training.losses import masked_kl_div, mix_losses, span_loss
 
     torch.manual_seed(seed)
-    _train_in_float32(device, student)
-    total = _total_steps(len(data), batch_size, epochs, max_steps)
+    _train_mode(device, student)
+    names = model_input_names(student)
+    total = total_steps(len(data), batch_size, epochs, max_steps)
     optimizer = build_optimizer(student, learning_rate, weight_decay)
     scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
-    make_batch = _stage2_batcher(student, logits, data, mask, pad_id, device)
-    hook = _embeds_dropout(student, embeds_dropout)
+    modules = {"model": student}
+    ckpt = checkpoints or StageCheckpoints(Path("."))
+    step, epoch, start_batch = ckpt.restore(2, modules, optimizer, scheduler)
+    hook = _embeds_dropout_hook(student, embeds_dropout)
     losses: list[float] = []
-    pending: list = []  # per-step losses since the last log step, on the device
-    bar = _progress_bar(total, "stage 2: prediction layer", progress)
+    step_losses: list = []  # per-step losses since the last log step, on the device
+    meter, bar = LossMeter(device), progress_bar(total, step, "stage 2: prediction layer", progress)
     try:
-        step = 0
-        for epoch in range(epochs):
-            for idx in batch_order(data.lengths, batch_size, epoch_seed(seed, epoch)):
+        while step < total:
+            batches = batch_order(data.lengths, batch_size, epoch_seed(seed, epoch))
+            for b, idx in enumerate(batches):
+                if b < start_batch:
+                    continue
                 if step >= total:
                     break
-                b = make_batch(idx)
-                with _autocast(device, precision):
-                    out = student(**b.inputs)
+                batch, valid, t_start, t_end, batch_mask, starts, ends = _stage2_inputs(
+                    data, idx, logits, mask, names, pad_id, device
+                )
+                with autocast(device, precision):
+                    out = student(**batch)
                 kd = (
-                    masked_kl_div(out.start_logits, b.t_start, b.valid, temperature)
-                    + masked_kl_div(out.end_logits, b.t_end, b.valid, temperature)
+                    masked_kl_div(out.start_logits, t_start, valid, temperature)
+                    + masked_kl_div(out.end_logits, t_end, valid, temperature)
                 ) / 2
                 # Masked like train's loss: padding must not join the softmax, or the loss
                 # would depend on how far each length-grouped batch happens to be padded.
-                hard = span_loss(out.start_logits, out.end_logits, b.starts, b.ends, mask=b.mask)
+                hard = span_loss(out.start_logits, out.end_logits, starts, ends, mask=batch_mask)
                 loss = mix_losses(kd, hard, kd_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
-                optimizer.step()
-                scheduler.step()
+                _optimizer_step(optimizer, scheduler, student.parameters(), max_grad_norm)
                 step += 1
-                pending.append(loss.detach())
+                meter.add(loss)
+                meter.end_step()
+                step_losses.append(loss.detach())
                 if step % log_steps == 0 or step == total:
-                    _drain(pending, losses, stage=2, first_step=len(losses) + 1)
-                    lr = scheduler.get_last_lr()[0]
-                    log(stage=2, epoch=epoch, step=step, loss=losses[-1], kd=kd.item(), span=hard.item(), lr=lr)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                    losses += _logged_losses(2, step_losses, step - len(step_losses) + 1)
+                    step_losses.clear()
+                    mean, lr = meter.mean(), scheduler.get_last_lr()[0]
+                    log(stage=2, epoch=epoch, step=step, loss=mean, kd=kd.item(), span=hard.item(), lr=lr)
+                    bar.set_postfix(loss=f"{mean:.4f}")
                 bar.update(1)
-        _drain(pending, losses, stage=2, first_step=len(losses) + 1)
+                ckpt.save(2, step, epoch, b, modules, optimizer, scheduler)
+            epoch, start_batch = epoch + 1, 0
+        losses += _logged_losses(2, step_losses, step - len(step_losses) + 1)
     finally:
         if hook is not None:
             hook.remove()
@@ -483,12 +509,61 @@ def _preflight(cfg: DistillConfig) -> None:
         if not Path(p).is_file():
             problems.append(f"{p}: no such data file")
     out = Path(cfg.out)
+    if cfg.resume and cfg.overwrite:
+        problems.append("--resume continues the run in --out and --overwrite deletes it; pass one of them")
     if out.is_file():
         problems.append(f"{out} is a file; --out must be a directory")
-    elif out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        problems.append(f"{out} exists and is not empty; pass --overwrite or choose another --out")
+    elif out.exists() and any(out.iterdir()) and not cfg.overwrite and not cfg.resume:
+        problems.append(f"{out} exists and is not empty; pass --overwrite or choose another --out (or --resume to continue it)")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _resume_point(cfg: DistillConfig, out: Path, stage1_dir: Path) -> tuple[int | None, Path | None]:
+    """(stage, checkpoint) that ``cfg.resume`` continues, or (None, None) for a fresh run.
+
+    "latest" is the newest checkpoint of the stage that was running: stage 2's (under
+    ``out``) when there is one and stage 2 is run, else stage 1's (under ``stage1_dir``).
+    """
+    if not cfg.resume:
+        return None, None
+    runs = {1: cfg.stage in ("1", "both"), 2: cfg.stage in ("2", "both")}
+    if cfg.resume != "latest":
+        path = resolve_checkpoint(out, cfg.resume)
+        stage = read_checkpoint_state(path).get("stage")
+        if not runs.get(stage):
+            raise PocketQAError(f"--resume {path}: a stage {stage} checkpoint, but --stage is {cfg.stage}")
+        return stage, path
+    if runs[2] and list_checkpoints(out):
+        return 2, list_checkpoints(out)[-1]
+    if runs[1] and list_checkpoints(stage1_dir):
+        return 1, list_checkpoints(stage1_dir)[-1]
+    where = " or ".join(str(d / CHECKPOINTS_DIR) for d, run in ((out, runs[2]), (stage1_dir, runs[1])) if run)
+    raise PocketQAError(f"--resume: no checkpoint under {where}; start again with --overwrite")
+
+
+def _forget_after(log_path: Path, stage: int, step: int) -> None:
+    """Drops the log records of ``stage`` after ``step``: the resumed run logs those steps again."""
+    if not log_path.is_file():
+        return
+    lines = log_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut off by the kill
+            continue
+        if record.get("stage") != stage or record.get("step", 0) <= step:
+            kept.append(line)
+    tmp = log_path.with_name(log_path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, log_path)
+
+
+def _stage_checkpoints(cfg: DistillConfig, stage_out: Path, resume_from, tokenizer, data, epochs: int) -> StageCheckpoints:
+    settings = {"data_sha256": data.data_sha256, "batch_size": cfg.batch_size, "window": cfg.window().to_dict(),
+                "seed": cfg.seed, "epochs": epochs, "max_steps": cfg.max_steps}
+    return StageCheckpoints(stage_out, cfg.save_steps, cfg.keep_checkpoints, resume_from, tokenizer, settings)
 
 
 def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[str, str], object] | None = None) -> dict:
@@ -498,8 +573,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     ``out/stage1`` and the final student to ``out``; stage 2 starts from stage 1's
     student. Everything that can be checked before training is, and reported at once.
     When the tokenizers number tokens differently, ``cfg.bridge`` decides (see
-    :func:`~pocketqa.training.pairing.plan_vocabulary`); the summary's ``bridge`` says
-    which bridge was used, if any.
+    :func:`plan_vocabulary`); the summary's ``bridge`` says which bridge was used, if any.
 
     Args:
         cfg: The configuration.
@@ -512,12 +586,11 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
 
     _preflight(cfg)
     if cfg.dev:
-        from pocketqa.data.squad import load_squad
 
         load_squad(cfg.dev)  # a malformed dev file fails now, not after both stages have trained
     load_teacher = load_teacher or (lambda path, device: load_qa_model(path, device=device, dtype=torch.float32))
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    precision = _resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device)
     window = cfg.window()
     out = Path(cfg.out)
     teacher_path = resolve_model(cfg.teacher)
@@ -536,6 +609,9 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
         )
     tokenizer = load_tokenizer(student_path)
     run_stage1, run_stage2 = cfg.stage in ("1", "both"), cfg.stage in ("2", "both")
+    stage1_dir = out / "stage1" if run_stage1 and run_stage2 else out
+    resume_stage, resume_from = _resume_point(cfg, out, stage1_dir)
+    run_stage1 = run_stage1 and resume_stage != 2  # a run killed in stage 2 does not redo stage 1
     attention = cfg.attention_loss and run_stage1
     teacher = load_teacher(teacher_path, device) if run_stage1 else None
     needs_bridge = cfg.bridge == "auto" and teacher_tok.get_vocab() != tokenizer.get_vocab()
@@ -555,7 +631,11 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     if cfg.overwrite and out.is_dir():
         for name in (LOG_FILE, META_FILE):
             (out / name).unlink(missing_ok=True)
+        for stage_out in {out, stage1_dir}:
+            shutil.rmtree(stage_out / CHECKPOINTS_DIR, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    if resume_from is not None:
+        _forget_after(out / LOG_FILE, resume_stage, read_checkpoint_state(resume_from)["step"])
     log = RunLog(out / LOG_FILE)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     recipe = asdict(cfg)
@@ -578,6 +658,8 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
             warmup=cfg.warmup, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             max_steps=cfg.max_steps, device=device, precision=precision, pad_id=pad_id, seed=cfg.seed,
             log=log, log_steps=cfg.log_steps, progress=progress, bridge=bridge,
+            checkpoints=_stage_checkpoints(cfg, stage1_dir, resume_from if resume_stage == 1 else None,
+                                           tokenizer, data, cfg.stage1_epochs),
         )
         teacher = None  # free its memory before stage 2
         summary["stage1"] = {
@@ -586,9 +668,8 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
             "layer_map": [list(p) for p in layer_map], "projection": projection is not None,
             "attention": cfg.attention_target if attention else None,
         }
-        stage1_dir = out / "stage1" if run_stage2 else out
         meta = {"recipe": recipe, "window": window.to_dict(), "distill": {"stage": 1, **summary}}
-        _check_finite_weights(1, student, projection)
+        _check_weights(1, {"model": student, "projection": projection}, "at the end")
         save_student(student, tokenizer, stage1_dir, meta, projection=projection)
 
     if run_stage2:
@@ -621,6 +702,8 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
             max_grad_norm=cfg.max_grad_norm, embeds_dropout=cfg.embeds_dropout, max_steps=cfg.max_steps,
             device=device, precision=precision, pad_id=pad_id, seed=cfg.seed, log=log,
             log_steps=cfg.log_steps, progress=progress,
+            checkpoints=_stage_checkpoints(cfg, out, resume_from if resume_stage == 2 else None,
+                                           tokenizer, data, cfg.stage2_epochs),
         )
         summary["stage2"] = {
             "windows": len(data), "steps": len(losses), "seconds": round(time.perf_counter() - t0, 1),
@@ -631,11 +714,9 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
             },
         }
         meta = {"recipe": recipe, "window": window.to_dict(), "distill": {"stage": 2, **summary}}
-        _check_finite_weights(2, student)
+        _check_weights(2, {"model": student}, "at the end")
         save_student(student, tokenizer, out, meta)
         if cfg.dev:
-            from pocketqa.inference.answerer import QuestionAnswerer
-            from pocketqa.evaluation.scoring import evaluate_model
 
             qa = QuestionAnswerer.from_pretrained(str(out), device=device, threshold=0.0)
             summary["dev"] = evaluate_model(qa, cfg.dev, save_threshold=True, model_arg=str(out))["scores"]
