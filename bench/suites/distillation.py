@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> Results:
     from pocketqa.data.squad import load_squad, write_squad
     from pocketqa.models import load_qa_model, load_tokenizer
     from pocketqa.models import build_student
-    from pocketqa.recipes.distill import load_data
+    from pocketqa.data.cache import load_data
     from pocketqa.training.teacher_cache import answer_mask, cache_key_parts, model_fingerprint, teacher_logits
     from pocketqa.data.batching import batch_order
 

@@ -14,7 +14,8 @@ from pocketqa.cli.main import main
 from pocketqa.config import from_dict
 from pocketqa.models import build_student, load_projection, pick_layers
 from pocketqa.recipes.configs import DistillConfig
-from pocketqa.recipes.distill import distill, distill_intermediate, load_data
+from pocketqa.data.cache import load_data
+from pocketqa.recipes.distill import distill, distill_intermediate
 from pocketqa.training.attention import QueryKeyTap
 from pocketqa.training.layer_map import parse_layer_map, uniform_layer_map
 from pocketqa.training.pairing import check_pair
@@ -375,7 +376,7 @@ def test_bad_teacher_or_dev_fails_up_front_without_an_out_dir(tok, teacher_dir, 
 
 
 def test_non_finite_weights_are_never_saved(teacher_dir, train_file, tmp_path, monkeypatch):
-    import pocketqa.recipes.distill as distill_mod
+    import pocketqa.recipes.distill_stages as distill_mod
 
     poison_after_each_step(monkeypatch, distill_mod, float("nan"))
     cfg = _config(tmp_path, teacher_dir, train_file, stage="1", max_steps=1)

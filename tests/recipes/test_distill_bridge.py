@@ -19,7 +19,8 @@ from helpers import REPO, CountingTeacher, build_bert, build_mpnet, build_mpnet_
 from pocketqa.cli.main import main
 from pocketqa.config import from_dict, read_yaml
 from pocketqa.recipes.configs import BRIDGES, DistillConfig
-from pocketqa.recipes.distill import distill, distill_prediction, load_data
+from pocketqa.data.cache import load_data
+from pocketqa.recipes.distill import distill, distill_prediction
 from pocketqa.training.attention import QueryKeyTap
 from pocketqa.training.teacher_cache import TeacherLogits, answer_mask
 from pocketqa.errors import ConfigError, PocketQAError

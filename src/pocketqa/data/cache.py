@@ -15,6 +15,7 @@ import os
 import sys
 import zipfile
 import zlib
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,3 +231,34 @@ def _write_cache(path: Path, key: str, data: TrainData) -> None:
         os.replace(tmp, path)  # readers never see a half-written cache
     except OSError as e:
         print(f"pocketqa: could not write the feature cache {path} ({e}); continuing without it", file=sys.stderr)
+
+
+def load_data(
+    paths: Sequence[str | os.PathLike],
+    tokenizer,
+    window: WindowConfig,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> TrainData:
+    """Training windows of one or more SQuAD files, concatenated in order.
+
+    Each file goes through :func:`pocketqa.data.cache.load_train_features`, so its windows
+    are tokenised once and read back from the feature cache on later runs.
+    """
+    parts = [load_train_features(p, tokenizer, window, cache_dir=cache_dir, progress=progress) for p in paths]
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [len(d.input_ids) for d in parts[:-1]])
+    examples = np.cumsum([0] + [d.n_examples for d in parts[:-1]])
+    types = [d.token_type_ids for d in parts]
+    return TrainData(
+        input_ids=np.concatenate([d.input_ids for d in parts]),
+        token_type_ids=None if any(t is None for t in types) else np.concatenate(types),
+        row_starts=np.concatenate([d.row_starts + o for d, o in zip(parts, offsets)]),
+        lengths=np.concatenate([d.lengths for d in parts]),
+        start_positions=np.concatenate([d.start_positions for d in parts]),
+        end_positions=np.concatenate([d.end_positions for d in parts]),
+        example_index=np.concatenate([d.example_index + e for d, e in zip(parts, examples)]),
+        n_examples=int(sum(d.n_examples for d in parts)),
+        data_sha256=hashlib.sha256("".join(d.data_sha256 for d in parts).encode()).hexdigest(),
+    )

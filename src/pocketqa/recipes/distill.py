@@ -25,27 +25,19 @@ See docs/distillation.md for the choices and the numbers.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 
-from pocketqa.data.batching import batch_order, collate, epoch_seed, to_device
-from pocketqa.data.cache import TrainData, load_train_features
-from pocketqa.data.features import WindowConfig
+from pocketqa.data.cache import load_data
 from pocketqa.data.squad import load_squad
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.evaluation.scoring import evaluate_model
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.inference.backends import model_input_names
 from pocketqa.modeldir import META_FILE, update_meta
 from pocketqa.models import (
     build_student,
@@ -56,448 +48,31 @@ from pocketqa.models import (
     save_student,
 )
 from pocketqa.recipes.configs import DistillConfig
-from pocketqa.training.attention import QueryKeyTap
 from pocketqa.training.checkpoint import (
     CHECKPOINTS_DIR,
-    checkpoint_dir,
-    list_checkpoints,
-    load_checkpoint,
-    prune_checkpoints,
     read_checkpoint_state,
-    resolve_checkpoint,
-    save_checkpoint,
 )
-from pocketqa.training.guards import check_finite_weights
-from pocketqa.training.losses import attention_mse, hidden_mse, masked_kl_div, mix_losses, span_loss
-from pocketqa.training.optim import build_optimizer, build_scheduler, total_steps, warmup_steps_for
 from pocketqa.training.pairing import bridge_samples, check_pair, plan_vocabulary
-from pocketqa.training.precision import autocast, resolve_precision
-from pocketqa.training.runlog import LOG_FILE, LossMeter, RunLog, progress_bar
+from pocketqa.training.precision import resolve_precision
+from pocketqa.recipes.distill_stages import distill_intermediate, distill_prediction
+from pocketqa.training.runlog import LOG_FILE, RunLog
+from pocketqa.training.stage_steps import (
+    StageCheckpoints,
+    check_stage_weights,
+    forget_stage_after,
+    resume_point,
+)
 from pocketqa.training.teacher_cache import (
-    TeacherLogits,
     answer_mask,
     cache_key_parts,
     default_cache_root,
-    gather_rows,
     model_fingerprint,
     state_dict_fingerprint,
     teacher_logits,
 )
 
 if TYPE_CHECKING:
-    from pocketqa.training.bridge import VocabBridge
-
-
-# -- data -------------------------------------------------------------------------------
-
-
-def load_data(
-    paths: Sequence[str | os.PathLike],
-    tokenizer,
-    window: WindowConfig,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> TrainData:
-    """Training windows of one or more SQuAD files, concatenated in order.
-
-    Each file goes through :func:`pocketqa.data.cache.load_train_features`, so its windows
-    are tokenised once and read back from the feature cache on later runs.
-    """
-    parts = [load_train_features(p, tokenizer, window, cache_dir=cache_dir, progress=progress) for p in paths]
-    if len(parts) == 1:
-        return parts[0]
-    offsets = np.cumsum([0] + [len(d.input_ids) for d in parts[:-1]])
-    examples = np.cumsum([0] + [d.n_examples for d in parts[:-1]])
-    types = [d.token_type_ids for d in parts]
-    return TrainData(
-        input_ids=np.concatenate([d.input_ids for d in parts]),
-        token_type_ids=None if any(t is None for t in types) else np.concatenate(types),
-        row_starts=np.concatenate([d.row_starts + o for d, o in zip(parts, offsets)]),
-        lengths=np.concatenate([d.lengths for d in parts]),
-        start_positions=np.concatenate([d.start_positions for d in parts]),
-        end_positions=np.concatenate([d.end_positions for d in parts]),
-        example_index=np.concatenate([d.example_index + e for d, e in zip(parts, examples)]),
-        n_examples=int(sum(d.n_examples for d in parts)),
-        data_sha256=hashlib.sha256("".join(d.data_sha256 for d in parts).encode()).hexdigest(),
-    )
-
-
-NONFINITE_HINT = "lower the learning rate or use --precision fp32"
-
-
-@dataclass
-class StageCheckpoints:
-    """Where and how often a stage saves resumable checkpoints, and the one it resumes from.
-
-    Attributes:
-        out: The stage's output dir; checkpoints go to ``out/checkpoints/step-N``.
-        save_steps: Save every this many steps (0: never).
-        keep: Keep the newest this many checkpoints (None or 0: all).
-        resume_from: A checkpoint of this stage to continue from (None: a fresh stage).
-        tokenizer: Saved in each checkpoint, so it is a usable model dir.
-        settings: What a resume must match (data checksum, batch size, window, seed...).
-    """
-
-    out: Path
-    save_steps: int = 0
-    keep: int | None = 2
-    resume_from: Path | None = None
-    tokenizer: object = None
-    settings: dict = field(default_factory=dict)
-
-    def restore(self, stage: int, modules: dict, optimizer, scheduler) -> tuple[int, int, int]:
-        """(step, epoch, batch in the epoch) to start at: from ``resume_from``, or zeros."""
-        if self.resume_from is None:
-            return 0, 0, 0
-        state = load_checkpoint(self.resume_from, modules, optimizer, scheduler)
-        problems = [f"it is a stage {state.get('stage')} checkpoint"] if state.get("stage") != stage else []
-        problems += [f"{k} was {state.get(k)!r}, now {v!r}" for k, v in self.settings.items() if state.get(k) != v]
-        if problems:
-            raise PocketQAError(
-                f"cannot resume stage {stage} from {self.resume_from}: " + "; ".join(problems)
-                + " (resume with the original data and settings, or start again with --overwrite)"
-            )
-        return state["step"], state["epoch"], state["step_in_epoch"]
-
-    def save(self, stage: int, step: int, epoch: int, batch: int, modules: dict, optimizer, scheduler) -> None:
-        """Saves a checkpoint when ``step`` is a save step (after checking the weights); prunes old ones."""
-        if not self.save_steps or step % self.save_steps:
-            return
-        _check_weights(stage, modules, f"at step {step}")
-        state = {"stage": stage, "step": step, "epoch": epoch, "step_in_epoch": batch + 1, **self.settings}
-        save_checkpoint(checkpoint_dir(self.out, step), {k: m for k, m in modules.items() if m is not None},
-                        optimizer, scheduler, state, tokenizer=self.tokenizer)
-        prune_checkpoints(self.out, self.keep)
-
-
-def _check_weights(stage: int, modules: dict, where: str) -> None:
-    """Refuses to save nan or inf weights (the logged loss only sees the weights before the last update)."""
-    try:
-        check_finite_weights(modules, where, NONFINITE_HINT)
-    except PocketQAError as e:
-        raise PocketQAError(f"stage {stage} failed: {e}") from None
-
-
-def _logged_losses(stage: int, step_losses: list, first_step: int) -> list[float]:
-    """The per-step device losses as floats (one transfer); refuses a non-finite one, naming its step."""
-    import torch
-
-    values = torch.stack(step_losses).float().cpu().tolist() if step_losses else []
-    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
-    if bad is not None:
-        raise PocketQAError(
-            f"stage {stage} loss became {values[bad]} at step {first_step + bad}; {NONFINITE_HINT}"
-        )
-    return values
-
-
-def _train_mode(device, *modules) -> None:
-    """float32 master weights (autocast does the low-precision math): AdamW on fp16 weights
-    turns them inf/nan within a step or two (its eps and small squared gradients underflow)."""
-    import torch
-
-    for module in modules:
-        if module is not None:
-            module.to(device=device, dtype=torch.float32).train()
-
-
-def _optimizer_step(optimizer, scheduler, params, max_grad_norm: float) -> None:
-    import torch
-
-    if max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-
-
-def _stage1_inputs(data, idx, names, s_names, t_names, pad_id, device, bridge):
-    """(student batch, its mask, teacher batch, teacher mask, gather index or None) of one batch."""
-    import torch
-
-    cpu = {k: torch.from_numpy(v) for k, v in collate(data, idx, pad_id, names).items()}
-    moved = {k: to_device(cpu[k], device) for k in {*names, "attention_mask"}}
-    batch, mask = {k: moved[k] for k in s_names}, moved["attention_mask"].bool()
-    if bridge is None:
-        return batch, mask, {k: moved[k] for k in t_names}, mask, None
-    # built from the CPU copy: the bridge's row checks would sync on a GPU
-    t_cpu, index = bridge.teacher_batch(cpu)
-    t_batch = {k: to_device(t_cpu[k], device) for k in t_names if k in t_cpu}
-    return batch, mask, t_batch, t_batch["attention_mask"].bool(), to_device(index, device)
-
-
-def _teacher_targets(teacher, taps, t_batch, t_mask, index, layer_map, attention_target, bridge, device, precision):
-    """The teacher's hidden states and attention targets of the mapped layers, on student positions."""
-    import torch
-
-    with torch.no_grad(), autocast(device, precision):
-        t_hidden = teacher.base_model(**t_batch, output_hidden_states=True).hidden_states
-        t_att = {t: taps[1].attention(t, t_mask, attention_target) for s, t in layer_map if s > 0} if taps else {}
-        if index is not None:
-            t_hidden = {t: bridge.gather(t_hidden[t], index, dim=1) for _, t in layer_map}
-            t_att = {t: bridge.gather(bridge.gather(a, index, dim=2), index, dim=3) for t, a in t_att.items()}
-    return t_hidden, t_att
-
-
-# -- stage 1: intermediate layers ------------------------------------------------------
-
-
-def distill_intermediate(
-    student,
-    teacher,
-    data: TrainData,
-    layer_map: Sequence[tuple[int, int]],
-    projection=None,
-    attention_target: str | None = "scores",
-    epochs: int = 5,
-    learning_rate: float = 5e-5,
-    batch_size: int = 26,
-    warmup: float = 0.2,
-    weight_decay: float = 0.01,
-    max_grad_norm: float = 1.0,
-    max_steps: int | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    pad_id: int = 0,
-    seed: int = 42,
-    log: Callable[..., None] = lambda **_: None,
-    log_steps: int = 10,
-    progress: bool = True,
-    bridge: VocabBridge | None = None,
-    checkpoints: StageCheckpoints | None = None,
-) -> list[float]:
-    """TinyBERT stage 1: the student's embeddings, hidden states and attentions imitate the teacher's.
-
-    loss = Σ_(s,t) hidden_mse(H_s W_h, H_t, real tokens)   over the layer map (0 = embeddings)
-         + Σ_(s,t), s>0 attention_mse(A_s, A_t, real tokens)  (unless attention_target is None)
-
-    Args:
-        student / teacher: QA models (only their encoders run); the teacher stays frozen.
-        data: Training windows (labels unused).
-        layer_map: (student, teacher) hidden-state indices, e.g. [(0, 0), (1, 2), (2, 4)].
-        projection: ``nn.Linear(student_width, teacher_width)`` when the widths differ; it
-            is in the optimizer with the student, so it trains.
-        attention_target: "scores" (pre-softmax), "probs" (post-softmax), or None.
-        max_steps: Steps of the stage; when given it overrides ``epochs``.
-        bridge: When the teacher numbers tokens differently: it runs on
-            ``bridge.teacher_batch`` of each student batch, and its hidden states
-            (sequence dim 1) and attention maps (query dim 2, key dim 3) are gathered back
-            onto student positions. A teacher "probs" row keeps its mass on the extra
-            separator the gather drops, so it sums to slightly under 1; "scores" are exact.
-        checkpoints: Where to save resumable checkpoints (student and projection), and the
-            one to resume from; None saves none.
-
-    The logged loss is the mean over the steps since the last log step, read from the
-    device once per log step; a nan or inf loss is caught then (or at the end), naming the
-    step where it first appeared.
-
-    Returns:
-        The loss of every step this call ran (after the resumed step, when resuming).
-    """
-    import torch
-
-
-    torch.manual_seed(seed)
-    _train_mode(device, student, projection)
-    teacher.to(device).eval().requires_grad_(False)
-    extra = list(projection.parameters()) if projection is not None else []
-    total = total_steps(len(data), batch_size, epochs, max_steps)
-    optimizer = build_optimizer(student, learning_rate, weight_decay, extra_params=extra)
-    scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
-    modules = {"model": student, "projection": projection}
-    ckpt = checkpoints or StageCheckpoints(Path("."))
-    step, epoch, start_batch = ckpt.restore(1, {k: m for k, m in modules.items() if m is not None}, optimizer, scheduler)
-    s_names, t_names = model_input_names(student.base_model), model_input_names(teacher.base_model)
-    # Same vocabulary: one batch serves both. Bridged: the teacher's comes from the student's.
-    names = sorted(set(s_names) | ({"attention_mask"} if bridge else set(t_names)))
-    taps = None
-    if attention_target is not None:
-        taps = (QueryKeyTap(student, student.config.num_attention_heads), QueryKeyTap(teacher, teacher.config.num_attention_heads))
-    params = list(student.parameters()) + extra
-    losses: list[float] = []
-    step_losses: list = []  # this stage's per-step losses since the last log step, on the device
-    meter, bar = LossMeter(device), progress_bar(total, step, "stage 1: intermediate layers", progress)
-    try:
-        while step < total:
-            batches = batch_order(data.lengths, batch_size, epoch_seed(seed, epoch))
-            for b, idx in enumerate(batches):
-                if b < start_batch:
-                    continue
-                if step >= total:
-                    break
-                batch, mask, t_batch, t_mask, index = _stage1_inputs(data, idx, names, s_names, t_names, pad_id, device, bridge)
-                t_hidden, t_att = _teacher_targets(
-                    teacher, taps, t_batch, t_mask, index, layer_map, attention_target, bridge, device, precision
-                )
-                with autocast(device, precision):
-                    s_out = student.base_model(**batch, output_hidden_states=True)
-                hid = sum(hidden_mse(s_out.hidden_states[s], t_hidden[t], projection, mask) for s, t in layer_map)
-                att = torch.zeros((), device=mask.device)
-                if taps:
-                    for s, t in layer_map:
-                        if s > 0:
-                            att = att + attention_mse(taps[0].attention(s, mask, attention_target), t_att[t], mask)
-                loss = hid + att
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                _optimizer_step(optimizer, scheduler, params, max_grad_norm)
-                step += 1
-                meter.add(loss)
-                meter.end_step()
-                step_losses.append(loss.detach())
-                if step % log_steps == 0 or step == total:
-                    losses += _logged_losses(1, step_losses, step - len(step_losses) + 1)
-                    step_losses.clear()
-                    mean, lr = meter.mean(), scheduler.get_last_lr()[0]
-                    log(stage=1, epoch=epoch, step=step, loss=mean, hidden=hid.item(), attention=att.item(), lr=lr)
-                    bar.set_postfix(loss=f"{mean:.4f}")
-                bar.update(1)
-                ckpt.save(1, step, epoch, b, modules, optimizer, scheduler)
-            epoch, start_batch = epoch + 1, 0
-        losses += _logged_losses(1, step_losses, step - len(step_losses) + 1)
-    finally:
-        if taps:
-            for tap in taps:
-                tap.close()
-        bar.close()
-    student.eval()
-    return losses
-
-
-# -- stage 2: prediction layer ---------------------------------------------------------
-
-
-def _embeds_dropout_hook(student, p: float):
-    """Dropout on the QA head's input while training (Haystack's ``embeds_dropout_prob``); None for 0."""
-    import torch
-
-    if p <= 0:
-        return None
-    head = getattr(student, "qa_outputs", None)
-    if head is None:
-        raise ConfigError(f"embeds_dropout needs a 'qa_outputs' head; {type(student).__name__} has none (set embeds_dropout: 0)")
-    return head.register_forward_pre_hook(
-        lambda module, args: (torch.nn.functional.dropout(args[0], p, module.training), *args[1:])
-    )
-
-
-def _stage2_inputs(data, idx, logits: TeacherLogits, mask, names, pad_id, device):
-    """(student batch, answer-position mask, teacher start/end logits, attention mask, starts, ends)."""
-    arrays = collate(data, idx, pad_id, names)
-    width = arrays["input_ids"].shape[1]
-    batch = {k: to_device(arrays[k], device) for k in names}
-    valid = to_device(gather_rows(mask, data, idx, width, False), device)
-    t_start = to_device(gather_rows(logits.start, data, idx, width).astype(np.float32), device)
-    t_end = to_device(gather_rows(logits.end, data, idx, width).astype(np.float32), device)
-    positions = [to_device(arrays[k], device) for k in ("attention_mask", "start_positions", "end_positions")]
-    return batch, valid, t_start, t_end, *positions
-
-
-def distill_prediction(
-    student,
-    logits: TeacherLogits,
-    data: TrainData,
-    mask: np.ndarray,
-    temperature: float = 1.0,
-    kd_weight: float = 1.0,
-    epochs: int = 5,
-    learning_rate: float = 3e-5,
-    batch_size: int = 26,
-    warmup: float = 0.2,
-    weight_decay: float = 0.01,
-    max_grad_norm: float = 1.0,
-    embeds_dropout: float = 0.0,
-    max_steps: int | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    pad_id: int = 0,
-    seed: int = 42,
-    log: Callable[..., None] = lambda **_: None,
-    log_steps: int = 10,
-    progress: bool = True,
-    checkpoints: StageCheckpoints | None = None,
-) -> list[float]:
-    """Stage 2: the student's start/end distributions imitate the (cached) teacher's.
-
-    loss = w · ½(KL_T(start) + KL_T(end)) + (1 − w) · span_loss, with KL_T the
-    :func:`~pocketqa.training.losses.masked_kl_div` over context tokens and CLS.
-
-    Args:
-        student: A QA model, trained in place.
-        logits: The teacher's logits of ``data``'s windows.
-        data: Training windows with labels.
-        mask: :func:`answer_mask` of ``data`` (flat bool).
-        embeds_dropout: Dropout on the encoder output right before the QA head while
-            training (Haystack's ``embeds_dropout_prob``); 0 turns it off.
-        max_steps: Steps of the stage; when given it overrides ``epochs``.
-        checkpoints: Where to save resumable checkpoints, and the one to resume from.
-
-    The logged loss is the mean over the steps since the last log step, read from the
-    device once per log step; a nan or inf loss is caught then (or at the end), naming the
-    step where it first appeared.
-
-    Returns:
-        The loss of every step this call ran (after the resumed step, when resuming).
-    """
-    import torch
-
-
-    torch.manual_seed(seed)
-    _train_mode(device, student)
-    names = model_input_names(student)
-    total = total_steps(len(data), batch_size, epochs, max_steps)
-    optimizer = build_optimizer(student, learning_rate, weight_decay)
-    scheduler = build_scheduler(optimizer, warmup_steps_for(warmup, total), total)
-    modules = {"model": student}
-    ckpt = checkpoints or StageCheckpoints(Path("."))
-    step, epoch, start_batch = ckpt.restore(2, modules, optimizer, scheduler)
-    hook = _embeds_dropout_hook(student, embeds_dropout)
-    losses: list[float] = []
-    step_losses: list = []  # per-step losses since the last log step, on the device
-    meter, bar = LossMeter(device), progress_bar(total, step, "stage 2: prediction layer", progress)
-    try:
-        while step < total:
-            batches = batch_order(data.lengths, batch_size, epoch_seed(seed, epoch))
-            for b, idx in enumerate(batches):
-                if b < start_batch:
-                    continue
-                if step >= total:
-                    break
-                batch, valid, t_start, t_end, batch_mask, starts, ends = _stage2_inputs(
-                    data, idx, logits, mask, names, pad_id, device
-                )
-                with autocast(device, precision):
-                    out = student(**batch)
-                kd = (
-                    masked_kl_div(out.start_logits, t_start, valid, temperature)
-                    + masked_kl_div(out.end_logits, t_end, valid, temperature)
-                ) / 2
-                # Masked like train's loss: padding must not join the softmax, or the loss
-                # would depend on how far each length-grouped batch happens to be padded.
-                hard = span_loss(out.start_logits, out.end_logits, starts, ends, mask=batch_mask)
-                loss = mix_losses(kd, hard, kd_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                _optimizer_step(optimizer, scheduler, student.parameters(), max_grad_norm)
-                step += 1
-                meter.add(loss)
-                meter.end_step()
-                step_losses.append(loss.detach())
-                if step % log_steps == 0 or step == total:
-                    losses += _logged_losses(2, step_losses, step - len(step_losses) + 1)
-                    step_losses.clear()
-                    mean, lr = meter.mean(), scheduler.get_last_lr()[0]
-                    log(stage=2, epoch=epoch, step=step, loss=mean, kd=kd.item(), span=hard.item(), lr=lr)
-                    bar.set_postfix(loss=f"{mean:.4f}")
-                bar.update(1)
-                ckpt.save(2, step, epoch, b, modules, optimizer, scheduler)
-            epoch, start_batch = epoch + 1, 0
-        losses += _logged_losses(2, step_losses, step - len(step_losses) + 1)
-    finally:
-        if hook is not None:
-            hook.remove()
-        bar.close()
-    student.eval()
-    return losses
+    pass
 
 
 # -- the command -----------------------------------------------------------------------
@@ -517,47 +92,6 @@ def _preflight(cfg: DistillConfig) -> None:
         problems.append(f"{out} exists and is not empty; pass --overwrite or choose another --out (or --resume to continue it)")
     if problems:
         raise ConfigError("; ".join(problems))
-
-
-def _resume_point(cfg: DistillConfig, out: Path, stage1_dir: Path) -> tuple[int | None, Path | None]:
-    """(stage, checkpoint) that ``cfg.resume`` continues, or (None, None) for a fresh run.
-
-    "latest" is the newest checkpoint of the stage that was running: stage 2's (under
-    ``out``) when there is one and stage 2 is run, else stage 1's (under ``stage1_dir``).
-    """
-    if not cfg.resume:
-        return None, None
-    runs = {1: cfg.stage in ("1", "both"), 2: cfg.stage in ("2", "both")}
-    if cfg.resume != "latest":
-        path = resolve_checkpoint(out, cfg.resume)
-        stage = read_checkpoint_state(path).get("stage")
-        if not runs.get(stage):
-            raise PocketQAError(f"--resume {path}: a stage {stage} checkpoint, but --stage is {cfg.stage}")
-        return stage, path
-    if runs[2] and list_checkpoints(out):
-        return 2, list_checkpoints(out)[-1]
-    if runs[1] and list_checkpoints(stage1_dir):
-        return 1, list_checkpoints(stage1_dir)[-1]
-    where = " or ".join(str(d / CHECKPOINTS_DIR) for d, run in ((out, runs[2]), (stage1_dir, runs[1])) if run)
-    raise PocketQAError(f"--resume: no checkpoint under {where}; start again with --overwrite")
-
-
-def _forget_after(log_path: Path, stage: int, step: int) -> None:
-    """Drops the log records of ``stage`` after ``step``: the resumed run logs those steps again."""
-    if not log_path.is_file():
-        return
-    lines = log_path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:  # a line cut off by the kill
-            continue
-        if record.get("stage") != stage or record.get("step", 0) <= step:
-            kept.append(line)
-    tmp = log_path.with_name(log_path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    os.replace(tmp, log_path)
 
 
 def _stage_checkpoints(cfg: DistillConfig, stage_out: Path, resume_from, tokenizer, data, epochs: int) -> StageCheckpoints:
@@ -586,7 +120,6 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
 
     _preflight(cfg)
     if cfg.dev:
-
         load_squad(cfg.dev)  # a malformed dev file fails now, not after both stages have trained
     load_teacher = load_teacher or (lambda path, device: load_qa_model(path, device=device, dtype=torch.float32))
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -610,7 +143,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     tokenizer = load_tokenizer(student_path)
     run_stage1, run_stage2 = cfg.stage in ("1", "both"), cfg.stage in ("2", "both")
     stage1_dir = out / "stage1" if run_stage1 and run_stage2 else out
-    resume_stage, resume_from = _resume_point(cfg, out, stage1_dir)
+    resume_stage, resume_from = resume_point(cfg.resume, cfg.stage, out, stage1_dir)
     run_stage1 = run_stage1 and resume_stage != 2  # a run killed in stage 2 does not redo stage 1
     attention = cfg.attention_loss and run_stage1
     teacher = load_teacher(teacher_path, device) if run_stage1 else None
@@ -635,7 +168,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
             shutil.rmtree(stage_out / CHECKPOINTS_DIR, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     if resume_from is not None:
-        _forget_after(out / LOG_FILE, resume_stage, read_checkpoint_state(resume_from)["step"])
+        forget_stage_after(out / LOG_FILE, resume_stage, read_checkpoint_state(resume_from)["step"])
     log = RunLog(out / LOG_FILE)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     recipe = asdict(cfg)
@@ -669,7 +202,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
             "attention": cfg.attention_target if attention else None,
         }
         meta = {"recipe": recipe, "window": window.to_dict(), "distill": {"stage": 1, **summary}}
-        _check_weights(1, {"model": student, "projection": projection}, "at the end")
+        check_stage_weights(1, {"model": student, "projection": projection}, "at the end")
         save_student(student, tokenizer, stage1_dir, meta, projection=projection)
 
     if run_stage2:
@@ -714,10 +247,9 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
             },
         }
         meta = {"recipe": recipe, "window": window.to_dict(), "distill": {"stage": 2, **summary}}
-        _check_weights(2, {"model": student}, "at the end")
+        check_stage_weights(2, {"model": student}, "at the end")
         save_student(student, tokenizer, out, meta)
         if cfg.dev:
-
             qa = QuestionAnswerer.from_pretrained(str(out), device=device, threshold=0.0)
             summary["dev"] = evaluate_model(qa, cfg.dev, save_threshold=True, model_arg=str(out))["scores"]
             update_meta(out, metrics=summary["dev"], distill={"stage": 2, **summary})
