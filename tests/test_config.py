@@ -7,18 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from pocketqa.config import (
-    add_flags,
-    find_recipe,
-    flag_values,
-    from_dict,
-    from_recipe,
-    load_recipe,
-    require_inputs,
-    setting,
-    shipped_recipes,
-    validate,
-)
+from pocketqa.config import add_flags, flag_values, from_dict, setting, validate
+from pocketqa.recipe_files import find_recipe, from_recipe, load_recipe, require_inputs, shipped_recipes
 from pocketqa.errors import ConfigError
 
 

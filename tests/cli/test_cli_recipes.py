@@ -7,7 +7,7 @@ import pytest
 import pocketqa.recipes.distill
 import pocketqa.recipes.finetune
 from pocketqa.cli.main import main
-from pocketqa.config import shipped_recipes
+from pocketqa.recipe_files import shipped_recipes
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import torch
 from helpers import REPO, CountingTeacher, build_bert, build_mpnet, build_mpnet_style_tokenizer, squad_dict
 
 from pocketqa.cli.main import main
-from pocketqa.config import from_dict, read_yaml
+from pocketqa.config import from_dict
+from pocketqa.recipe_files import read_yaml
 from pocketqa.recipes.configs import BRIDGES, DistillConfig
 from pocketqa.data.cache import load_data
 from pocketqa.recipes.distill import distill, distill_prediction

@@ -29,7 +29,7 @@ from pocketqa.recipes.finetune import train
 from pocketqa.training.checkpoint import list_checkpoints
 from pocketqa.training.optim import build_optimizer
 from pocketqa.training.runlog import read_log
-from pocketqa.config import from_recipe
+from pocketqa.recipe_files import from_recipe
 from pocketqa.recipes.configs import TrainConfig
 
 WINDOW = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}

@@ -9,7 +9,8 @@ import math
 import os
 from pathlib import Path
 
-from pocketqa.config import device_name, from_dict, load_recipe, require_inputs
+from pocketqa.config import device_name, from_dict
+from pocketqa.recipe_files import load_recipe, require_inputs
 from pocketqa.errors import PocketQAError
 
 

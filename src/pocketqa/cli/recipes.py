@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pocketqa.config import read_yaml, recipe_summary, shipped_recipes
+from pocketqa.recipe_files import read_yaml, recipe_summary, shipped_recipes
 
 
 def add_recipes(sub) -> None:
