@@ -41,7 +41,7 @@ from pocketqa.export.parity import FP32_TOLERANCE, SAMPLE_EXAMPLES, compare_answ
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.inference.backends import TorchBackend, model_input_names
 from pocketqa.inference.onnx_backend import MODEL_FILE, OUTPUT_NAMES, SLOW_CPU_FUSIONS, OnnxBackend, _ort
-from pocketqa.modeldir import meta_threshold, meta_window, read_meta
+from pocketqa.modeldir import meta_threshold, meta_window, read_meta, write_meta
 from pocketqa.models import dir_size_mb, load_qa_model, load_tokenizer, resolve_model
 
 FP32_FILE = "model_fp32.onnx"
@@ -324,7 +324,7 @@ def export_model(
     report["parity"] = parity
     exported_meta = {**meta, "export": {"format": "onnx", "int8": int8, "opset": opset, "source": str(src),
                                         "parity_passed": passed}}
-    write_json_atomic(exported_meta, out / "pocketqa.json", indent=2)
+    write_meta(out, exported_meta)
     report["files"] = {p.name: _size_mb(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != EXPORT_FILE}
     write_json_atomic(report, out / EXPORT_FILE, indent=2)
     if not passed:

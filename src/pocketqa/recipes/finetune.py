@@ -30,7 +30,7 @@ from pocketqa.evaluation.scoring import score_answerer
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.inference.backends import TorchBackend, model_input_names
 from pocketqa.modeldir import META_FILE, write_meta
-from pocketqa.models import load_qa_model, load_tokenizer, resolve_model
+from pocketqa.models import load_qa_model, load_tokenizer, resolve_model, save_qa_model
 from pocketqa.recipes.configs import TrainConfig
 from pocketqa.training.checkpoint import (
     CHECKPOINTS_DIR,
@@ -383,6 +383,5 @@ def _save_model(out: Path, model, tokenizer, meta: dict) -> None:
     ``pocketqa.json`` is written last, whole (not merged into an older one): its presence
     marks a finished model directory, and nothing of an earlier run's meta may survive.
     """
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    save_qa_model(model, tokenizer, out)
     write_meta(out, meta)

@@ -19,7 +19,7 @@ from pocketqa.augment.mlm import default_device, head_module, load_masked_lm, sp
 from pocketqa.data.squad import load_squad
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.recipes.configs import MLMHeadConfig
-from pocketqa.modeldir import update_meta
+from pocketqa.models import save_qa_model
 from pocketqa.training.optim import build_optimizer, build_scheduler
 from pocketqa.training.runlog import progress_bar
 
@@ -105,9 +105,7 @@ def fit_mlm_head(
         p.requires_grad_(True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    update_meta(out, mlm_head=report)
+    save_qa_model(model, tokenizer, out, {"mlm_head": report})
     return report
 
 

@@ -45,6 +45,7 @@ import torch
 
 from pocketqa.errors import PocketQAError
 from pocketqa.modeldir import write_meta
+from pocketqa.models import quiet_transformers
 from pocketqa.training.distributed import barrier, process_rank
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -104,13 +105,15 @@ def save_checkpoint(
     if rank == 0:
         for name, module in modules.items():
             if name == MAIN_MODULE and hasattr(module, "save_pretrained"):
-                module.save_pretrained(tmp, safe_serialization=True)
+                with quiet_transformers():  # no "Writing model shards" bar at every checkpoint
+                    module.save_pretrained(tmp, safe_serialization=True)
             else:
                 from safetensors.torch import save_model
 
                 save_model(module, str(tmp / f"{name}.safetensors"))
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+            with quiet_transformers():
+                tokenizer.save_pretrained(tmp)
         if meta:
             write_meta(tmp, meta)
         trainer = {
