@@ -312,3 +312,25 @@ def test_cli_evaluate_predictions_matching_no_question_exit_2(tmp_path, tiny_squ
         warnings.simplefilter("ignore")
         one_line_exit_2(["evaluate", "--data", str(tiny_squad_file), "--predictions", str(empty)], capsys,
                          "No question")
+
+
+def test_version_flag_prints_the_package_version(capsys):
+    from pocketqa import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pocketqa {__version__}"
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("ask", ["--question", "--top-k", "--threshold"]),
+    ("predict", ["--threshold", "--max-seq-length", "--doc-stride", "--max-query-length"]),
+])
+def test_every_answering_flag_has_help_text(command, flags):
+    from pocketqa.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    helps = {opt: a.help for a in sub._actions for opt in a.option_strings}
+    assert all(helps.get(flag) for flag in flags), {flag: helps.get(flag) for flag in flags}

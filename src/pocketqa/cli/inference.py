@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pocketqa.cli.common import finite_float, load_answerer, model_args, output_file, window_args
+from pocketqa.cli.common import finite_float, positive_int, load_answerer, model_args, output_file, window_args
 from pocketqa.errors import PocketQAError
 
 def add_ask(sub) -> None:
     p = sub.add_parser("ask", help="answer one question about a passage")
     model_args(p)
-    p.add_argument("--question", "-q", required=True)
+    p.add_argument("--question", "-q", required=True, help="the question to answer")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--context", "-c", help="the passage text")
     src.add_argument("--context-file", type=Path, help="a UTF-8 text file holding the passage")
-    p.add_argument("--top-k", type=int, default=1)
-    p.add_argument("--threshold", type=finite_float, default=None, help="abstain when null_odds > this")
+    p.add_argument("--top-k", type=positive_int, default=1, help="how many answers to show, best first (default 1)")
+    p.add_argument("--threshold", type=finite_float, default=None,
+                   help="abstain when null_odds > this (default: the threshold calibrated in the model's pocketqa.json, else 0)")
     p.add_argument("--no-abstain", action="store_true", help="always give the best span")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_ask)
@@ -54,7 +55,8 @@ def add_predict(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="SQuAD 1.1/2.0 JSON or .json.gz")
     p.add_argument("--out", type=Path, required=True, help="predictions JSON {qid: text}")
     p.add_argument("--null-odds", type=Path, default=None, help="also write {qid: null_odds} (na-prob file)")
-    p.add_argument("--threshold", type=finite_float, default=None)
+    p.add_argument("--threshold", type=finite_float, default=None,
+                   help="abstain when null_odds > this (default: the threshold calibrated in the model's pocketqa.json, else 0)")
     p.set_defaults(func=cmd_predict)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pocketqa import __version__
 from pocketqa.cli import inference, models, recipes, serving, training
 from pocketqa.errors import PocketQAError
 
@@ -25,6 +26,7 @@ GROUPS = (inference, serving, training, models, recipes)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pocketqa", description="Compact extractive question answering (SQuAD 2.0).")
+    parser.add_argument("--version", action="version", version=f"pocketqa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for group in GROUPS:
         group.register(sub)
