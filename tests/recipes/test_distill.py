@@ -39,22 +39,6 @@ def tok(tiny_tokenizer):
     return tiny_tokenizer
 
 
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, tok):
-    """A 4-layer, 32-dim, 2-head random BERT QA 'teacher'."""
-    path = tmp_path_factory.mktemp("teacher")
-    build_bert(len(tok), seed=1, layers=4, hidden=32, heads=2).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-@pytest.fixture()
-def train_file(tmp_path) -> Path:
-    path = tmp_path / "train.json"
-    path.write_text(json.dumps(squad_dict()), encoding="utf-8")
-    return path
-
-
 def _config(tmp_path, teacher_dir, train_file, **overrides) -> DistillConfig:
     values = dict(
         teacher=str(teacher_dir), out=str(tmp_path / "out"), train=[str(train_file)], hidden=16, heads=2,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import CountingTeacher, build_bert, squad_dict
+from helpers import CountingTeacher
 from safetensors.torch import load_file
 
 import pocketqa.recipes.distill as distill_mod
@@ -21,22 +20,6 @@ from pocketqa.training.runlog import read_log
 WINDOW = dict(max_seq_length=48, doc_stride=16, max_query_length=16)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, tiny_tokenizer):
-    """A 4-layer, 32-dim random BERT QA teacher (the 16-dim student needs a projection)."""
-    path = tmp_path_factory.mktemp("teacher")
-    build_bert(len(tiny_tokenizer), seed=1, layers=4, hidden=32, heads=2).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture()
-def train_file(tmp_path) -> Path:
-    path = tmp_path / "train.json"
-    path.write_text(json.dumps(squad_dict()), encoding="utf-8")
-    return path
 
 
 def _config(tmp_path, teacher_dir, train_file, out: str, **overrides) -> DistillConfig:
