@@ -38,14 +38,16 @@ def cmd_train(args) -> int:
                           inputs=("train",), optional_inputs=("dev",))
     result = train(config)
     if result["metrics"] is not None:
-        m = result["metrics"]
-        print(
-            f"dev EM {m['exact']:.2f} F1 {m['f1']:.2f}; best F1 {m['best_f1']:.2f} at threshold "
-            f"{m['best_f1_thresh']:.3f} (stored in pocketqa.json)"
-        )
+        print(_dev_line(result["metrics"]))
     if result["rank"] == 0:
         print(f"trained {result['steps']} steps; model saved to {result['out']}")
     return 0
+
+
+def _dev_line(m: dict) -> str:
+    """The dev scores a training command ends with; both commands store the best-F1 threshold."""
+    return (f"dev EM {m['exact']:.2f} F1 {m['f1']:.2f}; best F1 {m['best_f1']:.2f} at threshold "
+            f"{m['best_f1_thresh']:.3f} (stored in pocketqa.json)")
 
 
 def add_distill(sub) -> None:
@@ -83,8 +85,7 @@ def cmd_distill(args) -> int:
         cache = summary["stage2"]["teacher_cache"]
         print(f"teacher logits: cache {cache['status']} ({cache['path']})")
     if "dev" in summary:
-        m = summary["dev"]
-        print(f"dev EM {m['exact']:.2f} F1 {m['f1']:.2f}; best F1 {m['best_f1']:.2f} at threshold {m['best_f1_thresh']:.3f}")
+        print(_dev_line(summary["dev"]))
     print(f"student saved to {summary['out']}")
     return 0
 
