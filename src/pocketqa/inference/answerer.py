@@ -312,12 +312,13 @@ class QuestionAnswerer:
     ):
         """Answers one question (strings) or many (lists of equal length).
 
-        Returns, per question, a dict ``{"answer", "start", "end", "score", "null_odds"}``
-        (character offsets into the context; score is a softmax weight over the n-best, or
-        with scoring="pipeline" the pipeline's span probability)
-        or, with ``top_k > 1``, a list of up to top_k such dicts. When ``abstain`` is true
-        and null_odds > threshold, the first answer is the abstention: answer "" with
-        start = end = None and score = the null answer's weight.
+        Returns, per question, a dict ``{"answer", "start", "end", "score", "null_odds",
+        "answerability"}`` (character offsets into the context; score is a softmax weight
+        over the n-best, or with scoring="pipeline" the pipeline's span probability) or,
+        with ``top_k > 1``, a list of up to top_k such dicts. ``answerability`` is the
+        question's: at least 0.5 exactly when null_odds <= threshold. When ``abstain`` is
+        true and null_odds > threshold, the first answer is the abstention: answer "" with
+        start = end = None and score = 1 - answerability (above 0.5).
         """
         single = isinstance(question, str)
         questions = [question] if single else list(question)
@@ -342,6 +343,11 @@ class QuestionAnswerer:
     def format_decoded(d: Decoded, top_k: int, abstain: bool, threshold: float):
         """One decoding as ``__call__`` returns it (the HTTP API formats with it too, so both agree).
 
+        Every entry carries the question's ``answerability`` (``answerability(null_odds,
+        threshold)``: at least 0.5 exactly when the model answers). A span's ``score`` is
+        its weight among the n-best; the no-answer's ``score`` is ``1 - answerability``,
+        so it is above 0.5 exactly when the model abstains by its threshold.
+
         Args:
             d: The decoding of one question.
             top_k: 1 for one dict, more for a list of up to top_k dicts.
@@ -349,15 +355,53 @@ class QuestionAnswerer:
             threshold: The no-answer threshold.
         """
         odds = _finite(d.null_odds)
+        sure = answerability(d.null_odds, threshold)
         answers = [
-            {"answer": s.text, "start": s.start, "end": s.end, "score": s.probability, "null_odds": odds}
+            {"answer": s.text, "start": s.start, "end": s.end, "score": s.probability, "null_odds": odds,
+             "answerability": sure}
             for s in d.spans
         ]
-        if abstain and (not d.spans or d.null_odds > threshold):
-            answers.insert(0, {"answer": "", "start": None, "end": None, "score": d.null_probability, "null_odds": odds})
-        if not answers:  # abstain=False and no span at all
-            answers = [{"answer": "", "start": None, "end": None, "score": d.null_probability, "null_odds": odds}]
+        no_answer = {"answer": "", "start": None, "end": None, "score": 1.0 - sure, "null_odds": odds,
+                     "answerability": sure}
+        if (abstain and (not d.spans or d.null_odds > threshold)) or not answers:
+            answers.insert(0, no_answer)
         return answers[0] if top_k == 1 else answers[:top_k]
+
+    def records(self, examples: Sequence[Example], decoded: Sequence[Decoded], threshold: float | None = None) -> list[dict]:
+        """One row per question, as ``predict`` writes JSON Lines and Parquet.
+
+        Args:
+            examples: The questions.
+            decoded: Their decodings (``decode_examples``), in the same order.
+            threshold: The no-answer threshold (default: this answerer's).
+
+        Returns:
+            Dicts with ``id, answer, start, end, score, null_odds, answerability, abstained``:
+            the decision (answer "" and start = end = None when it abstains) with the
+            fields of ``format_decoded``.
+        """
+        _check_settings(threshold=threshold)
+        threshold = self.threshold if threshold is None else threshold
+        rows = []
+        for ex, d in zip(examples, decoded, strict=True):
+            best = self.format_decoded(d, 1, True, threshold)
+            rows.append({"id": ex.id, **best, "abstained": best["start"] is None})
+        return rows
+
+
+def answerability(null_odds: float, threshold: float) -> float:
+    """How sure the model is that the passage answers the question, with 0.5 at the threshold.
+
+    ``sigmoid(threshold - null_odds)``: null_odds is a log-odds of the no-answer against
+    the best span, so this is the best span's two-way probability against the no-answer,
+    shifted so that the calibrated threshold sits at 0.5. At least 0.5 exactly when the
+    model answers (null_odds <= threshold); 0.0 when no span exists (null_odds = +inf).
+    """
+    margin = threshold - null_odds
+    if margin >= 0:
+        return 1.0 / (1.0 + math.exp(-margin))
+    z = math.exp(margin)  # margin < 0: no overflow, and -inf gives 0.0
+    return z / (1.0 + z)
 
 
 def _check_settings(threshold: float | None = None, **counts) -> None:
