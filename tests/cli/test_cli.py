@@ -19,7 +19,7 @@ def test_ask_prints_answer_span(tiny_bert_dir, capsys):
     ctx = "Paris is the capital of France."
     rc = main(["ask", "--model", str(tiny_bert_dir), "--device", "cpu", "-q", "What is the capital?", "-c", ctx, "--json", "--no-abstain"])
     assert rc == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["answers"][0]
     assert ctx[out["start"] : out["end"]] == out["answer"] != ""
 
 
@@ -29,11 +29,11 @@ def test_ask_n_best_and_max_answer_length(tiny_bert_dir, capsys):
     base = ["ask", "--model", str(tiny_bert_dir), "--device", "cpu", "-q", "What?", "-c", ctx, "--json", "--no-abstain"]
     for length in (1, 2, 30):
         assert main([*base, "--top-k", "20", "--max-answer-length", str(length)]) == 0
-        answers = json.loads(capsys.readouterr().out)
+        answers = json.loads(capsys.readouterr().out)["answers"]
         longest = max(len(a["answer"].split()) for a in answers)
         assert longest <= length if length < 30 else longest > 2
     assert main([*base, "--top-k", "5", "--n-best", "2"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert len(json.loads(capsys.readouterr().out)["answers"]) == 2
 
 
 def test_ask_context_file_and_abstention(tiny_bert_dir, tmp_path, capsys):

@@ -102,7 +102,7 @@ def test_answerer_and_cli_use_pipeline_scoring(tiny_bert_dir, capsys):
     assert 0.0 < r[0]["score"] <= 1.0 and r[0]["score"] >= r[-1]["score"]
     assert main(["ask", "--model", str(tiny_bert_dir), "--device", "cpu", "--scoring", "pipeline",
                  "-q", "Where is Normandy?", "-c", ctx, "--no-abstain", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["answer"] == r[0]["answer"]
+    assert json.loads(capsys.readouterr().out)["answers"][0]["answer"] == r[0]["answer"]
 
 
 def test_calibrated_threshold_is_kept_per_scoring(tiny_bert_dir, tiny_squad_file, tmp_path):

@@ -4,8 +4,12 @@ Passages and questions: SQuAD 2.0 dev set (CC BY-SA 4.0), articles "Normans" and
 "Computational_complexity_theory". Gold answers from the dev file.
 """
 
+import json
+
 import pytest
 
+from pocketqa.cli.main import main
+from pocketqa.data.squad import Example
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.models import default_model_path
 from pocketqa.modeldir import read_meta
@@ -79,3 +83,29 @@ def test_readme_example_answers(qa):
     result = qa(question, context)
     assert result["answer"] == "Larry Page and Sergey Brin"
     assert re.search(re.escape(result["answer"]), context)
+
+
+# A dev question the bundled model abstains on although its best span outweighs the null
+# answer in the n-best softmax (0.65 against 0.11): the decision comes from null_odds and
+# the calibrated threshold, and every score shown must agree with it.
+C5 = 'One of the first Norman mercenaries to serve as a Byzantine general was Hervé in the 1050s. By then however, there were already Norman mercenaries serving as far away as Trebizond and Georgia. They were based at Malatya and Edessa, under the Byzantine duke of Antioch, Isaac Komnenos. In the 1060s, Robert Crispin led the Normans of Edessa against the Turks. Roussel de Bailleul even tried to carve out an independent state in Asia Minor with support from the local population, but he was stopped by the Byzantine general Alexius Komnenos.'
+Q5 = 'When did Herve go up against the Turks?'
+
+
+def test_shown_scores_agree_with_the_abstention(qa, capsys):
+    (d,) = qa.decode_examples([Example(id="q", title="", context=C5, question=Q5)])
+    assert d.spans[0].probability > d.null_probability and d.null_odds > qa.threshold  # the case in point
+
+    assert main(["ask", "-q", Q5, "-c", C5, "--top-k", "3", "--json"]) == 0
+    response = json.loads(capsys.readouterr().out)
+    assert response["abstained"] and response["answerability"] < 0.5
+    assert response["threshold"] == pytest.approx(qa.threshold)
+    no_answer = response["answers"][0]
+    assert no_answer["start"] is None and no_answer["score"] > 0.5
+    assert no_answer["score"] == pytest.approx(1 - response["answerability"])
+
+    assert main(["ask", "-q", Q5, "-c", C5, "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("(no answer in this passage)")
+    assert f"answerability={response['answerability']:.3f}" in lines[0] and "score=" not in lines[0]
+    assert lines[1] == "best spans, not chosen:" and "1060s" in lines[2]

@@ -39,8 +39,10 @@ def free_port() -> int:
 def live_servers(tiny_bert_dir):
     """Servers on 127.0.0.1: one that answers, one that always abstains, one that needs a key."""
     urls, running = {}, []
-    for name, threshold, key in (("answers", None, None), ("abstains", -1e9, None), ("keyed", None, "s3cret")):
-        qa = QuestionAnswerer.from_pretrained(tiny_bert_dir, device="cpu", threshold=threshold)
+    for name, threshold, key in (("answers", None, None), ("abstains", -1e9, None), ("keyed", None, "s3cret"),
+                                 ("bundled", None, None)):
+        model = None if name == "bundled" else tiny_bert_dir
+        qa = QuestionAnswerer.from_pretrained(model, device="cpu", threshold=threshold)
         port = free_port()
         app = create_app(qa, api_key=key)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -113,6 +115,42 @@ def test_page_says_when_the_passage_holds_no_answer(live_servers, tmp_path):
     dom = dump_dom(f"{base}/?{urlencode({'context': context, 'question': question})}", tmp_path)
     assert marks(dom) == []
     assert status(dom).startswith("No answer in this passage")
+
+
+def others(dom: str) -> str:
+    found = re.search(r'<div id="others"[^>]*>(.*?)</div>', dom, flags=re.S)
+    return html.unescape(found.group(1)) if found else ""
+
+
+# A SQuAD 2.0 dev passage (CC BY-SA 4.0) and a question the bundled model abstains on although
+# its best span ("1060s") outweighs the null answer in the n-best softmax.
+HERVE = ("One of the first Norman mercenaries to serve as a Byzantine general was Hervé in the 1050s. By then "
+         "however, there were already Norman mercenaries serving as far away as Trebizond and Georgia. They were "
+         "based at Malatya and Edessa, under the Byzantine duke of Antioch, Isaac Komnenos. In the 1060s, Robert "
+         "Crispin led the Normans of Edessa against the Turks.")
+
+
+def test_page_scores_agree_with_the_decision(live_servers, tmp_path):
+    base = live_servers["bundled"]
+    question = "When did Herve go up against the Turks?"
+    api = httpx.post(f"{base}/v1/answer", json={"question": question, "context": HERVE, "top_k": 3}).json()
+    assert api["abstained"] and api["answerability"] < 0.5 < api["answers"][0]["score"]
+    dom = dump_dom(f"{base}/?{urlencode({'context': HERVE, 'question': question})}", tmp_path)
+    assert status(dom).startswith("No answer in this passage") and f"answerability {api['answerability']:.3f}" in status(dom)
+    assert others(dom) == ""  # no meaningless 0.000 candidates after an abstention
+
+    question = "In what country is Normandy located?"
+    context = "The Normans gave their name to Normandy, a region in France. They were descended from Norse raiders."
+    api = httpx.post(f"{base}/v1/answer", json={"question": question, "context": context, "top_k": 3}).json()
+    assert not api["abstained"] and api["answerability"] >= 0.5
+    dom = dump_dom(f"{base}/?{urlencode({'context': context, 'question': question})}", tmp_path)
+    assert f"answerability {api['answerability']:.3f}" in status(dom)
+    shown = [api["answers"][0]["answer"]] + [c.rsplit(" (", 1)[0] for c in others(dom).removeprefix("Other candidates: ").split(", ") if c]
+    spans = {a["answer"]: (a["start"], a["end"]) for a in api["answers"]}
+    for i, a in enumerate(shown):  # distinct: no shown candidate overlaps another ("France." after "France")
+        for b in shown[:i]:
+            (s1, e1), (s2, e2) = spans[a], spans[b]
+            assert e1 <= s2 or e2 <= s1, (a, b)
 
 
 def test_page_asks_for_the_key_when_the_server_has_one(live_servers, tmp_path):

@@ -19,7 +19,8 @@ def add_ask(sub) -> None:
     p.add_argument("--threshold", type=finite_float, default=None,
                    help="abstain when null_odds > this (default: the threshold calibrated in the model's pocketqa.json, else 0)")
     p.add_argument("--no-abstain", action="store_true", help="always give the best span")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON, the HTTP API's response shape: {answers, abstained, answerability, threshold}")
     p.set_defaults(func=cmd_ask)
 
 
@@ -34,17 +35,45 @@ def cmd_ask(args) -> int:
     else:
         context = args.context
     qa = load_answerer(args, threshold=args.threshold)
-    result = qa(args.question, context, top_k=args.top_k, abstain=not args.no_abstain)
-    answers = result if isinstance(result, list) else [result]
+    response = qa.respond(args.question, context, top_k=args.top_k, abstain=not args.no_abstain)
     if args.json:
-        print(json.dumps(result, ensure_ascii=False, indent=2))
+        print(json.dumps(response, ensure_ascii=False, indent=2))
         return 0
-    for a in answers:
-        if a["start"] is None:
-            print(f"(no answer in this passage)  score={a['score']:.3f}  null_odds={a['null_odds']:.3f}")
-        else:
-            print(f"{a['answer']}  score={a['score']:.3f}  span=[{a['start']}, {a['end']})  null_odds={a['null_odds']:.3f}")
+    for line in describe_response(response):
+        print(line)
     return 0
+
+
+def describe_response(response: dict) -> list[str]:
+    """The lines ``ask`` prints: the decision with its answerability, then other distinct candidates.
+
+    Scores shown agree with the decision: answerability is at least 0.5 exactly when the
+    model answers, and the no-answer's score is 1 - answerability.
+    """
+    answers, sure, threshold = response["answers"], response["answerability"], response["threshold"]
+    best = answers[0]
+    why = f"answerability={sure:.3f} (answers at >= 0.5: null_odds {best['null_odds']:.3f} vs threshold {threshold:.3f})"
+    if best["start"] is None:
+        lines = [f"(no answer in this passage)  {why}"]
+    else:
+        lines = [f"{best['answer']}  span=[{best['start']}, {best['end']})  score={best['score']:.3f}  {why}"]
+    others = distinct_spans(answers[1:] if best["start"] is not None else answers, shown=[best])
+    if others:
+        lines.append("best spans, not chosen:" if best["start"] is None else "other candidates:")
+        lines += [f"  {a['answer']}  span=[{a['start']}, {a['end']})  score={a['score']:.3f}" for a in others]
+    return lines
+
+
+def distinct_spans(answers: list[dict], shown: list[dict]) -> list[dict]:
+    """The span answers that overlap no answer shown before them ("France." after "France")."""
+    taken = [(a["start"], a["end"]) for a in shown if a["start"] is not None]
+    out = []
+    for a in answers:
+        if a["start"] is None or any(a["start"] < e and s < a["end"] for s, e in taken):
+            continue
+        taken.append((a["start"], a["end"]))
+        out.append(a)
+    return out
 
 
 

@@ -323,21 +323,36 @@ class QuestionAnswerer:
         single = isinstance(question, str)
         questions = [question] if single else list(question)
         contexts = [context] * len(questions) if isinstance(context, str) else list(context)
-        if len(questions) != len(contexts):
-            raise PocketQAError(f"got {len(questions)} questions but {len(contexts)} contexts")
         _check_settings(top_k=top_k, threshold=threshold)
-        for i, (q, c) in enumerate(zip(questions, contexts)):
-            if not isinstance(q, str) or not q.strip():
-                raise PocketQAError(f"question {i}: empty question")
-            if not isinstance(c, str) or not c.strip():
-                raise PocketQAError(f"question {i}: empty context")
-            for field, text in (("question", q), ("context", c)):
-                if (bad := unencodable_at(text)) is not None:
-                    raise PocketQAError(f"question {i}: the {field} holds a lone surrogate at char {bad} (not valid text)")
+        examples = _examples(questions, contexts)
         threshold = self.threshold if threshold is None else threshold
-        examples = [Example(id=str(i), title="", context=c, question=q) for i, (q, c) in enumerate(zip(questions, contexts))]
         results = [self.format_decoded(d, top_k, abstain, threshold) for d in self.decode_examples(examples)]
         return results[0] if single else results
+
+    def respond(self, question: str, context: str, top_k: int = 1, abstain: bool = True,
+                threshold: float | None = None) -> dict:
+        """One question answered in the shape of the HTTP API's response (``format_response``)."""
+        _check_settings(top_k=top_k, threshold=threshold)
+        threshold = self.threshold if threshold is None else threshold
+        (d,) = self.decode_examples(_examples([question], [context]))
+        return self.format_response(d, top_k, abstain, threshold)
+
+    @staticmethod
+    def format_response(d: Decoded, top_k: int, abstain: bool, threshold: float) -> dict:
+        """One decoding as the HTTP API and ``pocketqa ask --json`` return it, whatever top_k is.
+
+        Returns:
+            ``{"answers": [...], "abstained", "answerability", "threshold"}``: up to top_k
+            answers best first (each ``answer, start, end, score, null_odds``, as
+            ``format_decoded``), whether the first is the no-answer, and the decision's
+            answerability (at least 0.5 exactly when it answers) under ``threshold``.
+        """
+        result = QuestionAnswerer.format_decoded(d, top_k, abstain, threshold)
+        answers = [result] if isinstance(result, dict) else result
+        sure = answers[0]["answerability"]
+        answers = [{k: v for k, v in a.items() if k != "answerability"} for a in answers]
+        return {"answers": answers, "abstained": answers[0]["start"] is None, "answerability": sure,
+                "threshold": float(threshold)}
 
     @staticmethod
     def format_decoded(d: Decoded, top_k: int, abstain: bool, threshold: float):
@@ -402,6 +417,21 @@ def answerability(null_odds: float, threshold: float) -> float:
         return 1.0 / (1.0 + math.exp(-margin))
     z = math.exp(margin)  # margin < 0: no overflow, and -inf gives 0.0
     return z / (1.0 + z)
+
+
+def _examples(questions: Sequence[str], contexts: Sequence[str]) -> list[Example]:
+    """Questions and their passages as examples (ids "0", "1", ...), refusing empty or invalid text."""
+    if len(questions) != len(contexts):
+        raise PocketQAError(f"got {len(questions)} questions but {len(contexts)} contexts")
+    for i, (q, c) in enumerate(zip(questions, contexts)):
+        if not isinstance(q, str) or not q.strip():
+            raise PocketQAError(f"question {i}: empty question")
+        if not isinstance(c, str) or not c.strip():
+            raise PocketQAError(f"question {i}: empty context")
+        for field, text in (("question", q), ("context", c)):
+            if (bad := unencodable_at(text)) is not None:
+                raise PocketQAError(f"question {i}: the {field} holds a lone surrogate at char {bad} (not valid text)")
+    return [Example(id=str(i), title="", context=c, question=q) for i, (q, c) in enumerate(zip(questions, contexts))]
 
 
 def _check_settings(threshold: float | None = None, **counts) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 from pocketqa.data.squad import Example
 from pocketqa.errors import ConfigError, missing_extra
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.inference.decode import Decoded
 from pocketqa.modeldir import stored_metrics
 from pocketqa.models import dir_size_mb
 from pocketqa.serve.batcher import BusyError, ClientGone, MicroBatcher, unless_disconnected
@@ -30,27 +29,6 @@ logger = logging.getLogger("pocketqa.serve.app")
 API_KEY_HEADER = "X-API-Key"
 MAX_TOP_K = 20
 SWAGGER_URL = "/static/swagger"
-
-
-def format_answers(d: Decoded, top_k: int, abstain: bool, threshold: float) -> tuple[list[dict], bool]:
-    """One decoding as the API returns it: (answers best first, abstained).
-
-    Uses the formatting of ``QuestionAnswerer.__call__`` so that the API and the Python
-    call always agree.
-    """
-    result = QuestionAnswerer.format_decoded(d, top_k, abstain, threshold)
-    answers = [result] if isinstance(result, dict) else result
-    answers = [
-        {
-            "answer": a["answer"],
-            "start": a["start"],
-            "end": a["end"],
-            "score": float(a["score"]),
-            "null_odds": float(a["null_odds"]),
-        }
-        for a in answers
-    ]
-    return answers, answers[0]["start"] is None
 
 
 def _schemas():
@@ -75,12 +53,22 @@ def _schemas():
         answer: str = Field(..., description='The answer text ("" for the no-answer).')
         start: int | None = Field(..., description="Character offset of the answer in the context (null for no-answer).")
         end: int | None = Field(..., description="End character offset, exclusive (null for no-answer).")
-        score: float = Field(..., description="Softmax weight of this answer among the n-best.")
+        score: float = Field(
+            ...,
+            description="A span: its weight among the n-best. The no-answer: 1 - answerability "
+            "(above 0.5 when the model abstains).",
+        )
         null_odds: float = Field(..., description="Null score minus best span score; larger = more likely no answer.")
 
     class AnswerResponse(BaseModel):
         answers: list[Answer]
         abstained: bool = Field(..., description="True when the first answer is the no-answer.")
+        answerability: float = Field(
+            ...,
+            description="How sure the model is that the passage answers the question, 0.5 at its calibrated "
+            "threshold: at least 0.5 exactly when it answers (sigmoid(threshold - null_odds)).",
+        )
+        threshold: float = Field(..., description="The no-answer threshold on null_odds the decision used.")
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -224,11 +212,7 @@ def create_app(
             # Never leak a traceback (paths, code) to clients; the log has it.
             logger.exception("model failure while answering %d question(s)", len(examples))
             raise HTTPException(500, detail="internal error while answering; see the server log") from None
-        results = []
-        for it, d in zip(items, decoded):
-            answers, abstained = format_answers(d, it.top_k, it.abstain, qa.threshold)
-            results.append({"answers": answers, "abstained": abstained})
-        return results
+        return [QuestionAnswerer.format_response(d, it.top_k, it.abstain, qa.threshold) for it, d in zip(items, decoded)]
 
     @app.post("/v1/answer", response_model=AnswerResponse, dependencies=[Depends(check_key)])
     async def answer(req: AnswerRequest, request: Request):
