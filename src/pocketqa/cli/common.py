@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 from pathlib import Path
 
 from pocketqa.config import device_name, from_dict
@@ -46,11 +47,31 @@ def device(text: str) -> str:
 
 
 def fresh_out_dir(path: Path, overwrite: bool) -> None:
-    """Refuses to write a model into a file or, without --overwrite, into a non-empty directory."""
+    """Refuses to write a model into a file, an unwritable place or, without --overwrite, a non-empty directory."""
     if path.exists() and not path.is_dir():
         raise PocketQAError(f"--out {path}: is a file, expected a directory")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise PocketQAError(f"--out {path}: directory is not empty; pass --overwrite to write into it")
+    writable(path, "--out")
+
+
+def writable(path: Path, flag: str) -> None:
+    """Checks before any work that files can be created at ``path`` (a directory, or a file's place).
+
+    For a directory that does not exist yet, its nearest existing ancestor must take new
+    entries. The check creates and removes a probe file, since permission bits say nothing of
+    a read-only mount or of root's rights; the error names the user's path, not the probe.
+    """
+    where = Path(path) if Path(path).is_dir() else Path(path).parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".pocketqa-write-check-", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise PocketQAError(f"{flag} {path}: cannot write there ({reason} in {where}); choose a writable location") from None
 
 
 def output_file(path: Path, flag: str, inputs: tuple = ()) -> None:
@@ -63,6 +84,7 @@ def output_file(path: Path, flag: str, inputs: tuple = ()) -> None:
     for src_flag, src in inputs:
         if src is not None and path.resolve() == Path(src).resolve():
             raise PocketQAError(f"{flag} {path} is the same file as {src_flag}; it would be overwritten")
+    writable(path, flag)
 
 
 def model_args(p: argparse.ArgumentParser) -> None:

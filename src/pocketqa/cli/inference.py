@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pocketqa.cli.common import finite_float, positive_int, load_answerer, model_args, output_file, window_args
+from pocketqa.cli.common import (finite_float, load_answerer, model_args, output_file, positive_int, window_args,
+                                 writable)
 from pocketqa.errors import PocketQAError
 
 def add_ask(sub) -> None:
@@ -144,6 +145,8 @@ def cmd_evaluate(args) -> int:
         if args.save_threshold and args.model is None:
             raise PocketQAError("--save-threshold needs an explicit --model (it writes into that model directory; "
                                 "the bundled model is not changed)")
+        if args.save_threshold and Path(args.model).is_dir():
+            writable(Path(args.model), "--model")
         qa = load_answerer(args, threshold=args.null_threshold)
         report = evaluate_model(qa, args.data, save_threshold=args.save_threshold, model_arg=args.model)
         print(report["table"])

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pocketqa.cli.common import fresh_out_dir, positive_int
+from pocketqa.cli.common import fresh_out_dir, positive_int, writable
 from pocketqa.errors import PocketQAError
 
 def add_export(sub) -> None:
@@ -39,6 +39,7 @@ def cmd_export(args) -> int:
 
     if not (args.out / "export.json").is_file():  # re-exporting into an earlier export is fine
         fresh_out_dir(args.out, args.overwrite)
+    writable(args.out, "--out")
     examples = None
     if args.check is not None:
         from pocketqa.data.squad import load_squad
@@ -86,6 +87,7 @@ def add_card(sub) -> None:
 def cmd_card(args) -> int:
     from pocketqa.card.write import write_card
 
+    writable(Path(args.model), "--model")  # the card and its plots are written into the model directory
     path = write_card(args.model, dev_path=args.dev, bench_questions=args.bench_questions, threads=args.threads)
     print(f"wrote {path}")
     return 0
@@ -113,6 +115,7 @@ def cmd_assemble_teacher(args) -> int:
 
     if args.out.exists() and not args.out.is_dir():
         raise PocketQAError(f"--out {args.out}: is a file, expected a directory to create")
+    writable(args.out, "--out")
     summary = assemble_teacher(
         args.out, parts_dir=args.parts, download=args.download, fp16=args.fp16, overwrite=args.overwrite
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pocketqa.augment.edits import AugmentConfig
 from pocketqa.augment.runner import merge_shards, parse_shard
-from pocketqa.cli.common import add_recipe_flag, build_config, device, fresh_out_dir, output_file
+from pocketqa.cli.common import add_recipe_flag, build_config, device, fresh_out_dir, output_file, writable
 from pocketqa.config import add_flags, flag_values
 from pocketqa.errors import ConfigError
 from pocketqa.recipes.configs import DistillConfig, MLMHeadConfig, TrainConfig
@@ -36,6 +36,7 @@ def cmd_train(args) -> int:
 
     config = build_config(TrainConfig, args.recipe, flag_values(args, TrainConfig), "pocketqa train",
                           inputs=("train",), optional_inputs=("dev",))
+    writable(Path(config.out), "--out")
     result = train(config)
     if result["metrics"] is not None:
         print(_dev_line(result["metrics"]))
@@ -74,6 +75,7 @@ def cmd_distill(args) -> int:
 
     config = build_config(DistillConfig, args.recipe, flag_values(args, DistillConfig), "command line",
                           inputs=("train",), optional_inputs=("dev",), replaced_by={"student": _STUDENT_BUILD})
+    writable(Path(config.out), "--out")
     summary = distill(config, progress=not args.no_progress)
     if summary.get("bridge"):
         print(f"vocabulary bridge: {summary['bridge']}")
@@ -117,6 +119,7 @@ def cmd_augment(args) -> int:
 
 
     if args.merge:
+        output_file(args.out, "--out", tuple(("--merge", shard) for shard in args.merge))
         stats = merge_shards(args.merge, args.out)
         print(f"merged {stats['shards']} shards: {stats['questions']} questions in {stats['paragraphs']} paragraphs -> {args.out}")
         return 0

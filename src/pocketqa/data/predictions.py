@@ -74,6 +74,8 @@ def write_prediction_rows(path: str | os.PathLike, rows: Iterable[dict], metadat
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
+    except OSError as e:  # name the user's file, not the temp file beside it
+        raise PocketQAError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         if tmp.exists():
             tmp.unlink()

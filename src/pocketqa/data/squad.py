@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pocketqa.errors import SquadFormatError
+from pocketqa.errors import PocketQAError, SquadFormatError
 
 
 @dataclass(frozen=True)
@@ -236,13 +236,15 @@ def write_json_atomic(obj: object, path: str | os.PathLike, indent: int | None =
     A crash or bad input half-way never leaves a truncated file where a good one was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with opener(tmp, "wt", encoding="utf-8") as f:
             json.dump(obj, f, ensure_ascii=False, indent=indent)
         os.replace(tmp, path)
+    except OSError as e:  # name the user's file, not the temp file beside it
+        raise PocketQAError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         if tmp.exists():
             tmp.unlink()
