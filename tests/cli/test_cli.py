@@ -334,3 +334,18 @@ def test_every_answering_flag_has_help_text(command, flags):
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     helps = {opt: a.help for a in sub._actions for opt in a.option_strings}
     assert all(helps.get(flag) for flag in flags), {flag: helps.get(flag) for flag in flags}
+
+
+def test_missing_predictions_warn_in_one_line(tmp_path, tiny_squad_file):
+    from pocketqa.data.squad import load_squad
+
+    ids = [ex.id for ex in load_squad(tiny_squad_file)]
+    preds = tmp_path / "p.json"
+    preds.write_text(json.dumps({qid: "" for qid in ids[1:]}))
+    env = {**os.environ, "PYTHONPATH": SRC}
+    r = subprocess.run([sys.executable, "-m", "pocketqa", "evaluate", "--data", str(tiny_squad_file),
+                        "--predictions", str(preds)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    # Python's default warning display is two lines with a source path ("metrics.py:247: UserWarning: ...").
+    assert r.stderr.strip().splitlines() == [
+        f"pocketqa evaluate: warning: Missing prediction for 1 question(s), skipped: {ids[0]}"]

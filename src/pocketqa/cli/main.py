@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from pocketqa import __version__
 from pocketqa.cli import inference, models, recipes, serving, training
@@ -35,6 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        # A warning is news for the user, not for a debugger: no source path, no code line.
+        kind = "" if category is UserWarning else f" ({category.__name__})"
+        print(f"pocketqa {args.command}: warning{kind}: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return args.func(args) or 0
     except PocketQAError as e:
