@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anchor-path", type=Path, default=None,
                    help="a folder with transformers < 5.3 (pip install --target), put on the pipeline's PYTHONPATH")
     p.add_argument("--warmup", type=int, default=8, help="questions answered untimed before each timed pass")
+    p.add_argument("--bundled", action="store_true",
+                   help="also time the bundled int8 model at batch 1, beside the model of the same shape "
+                        "(minilm-l6); its answers differ (trained weights), its speed is what the README quotes")
 
 
 def pocketqa_answerer(path: str, device: str, threads: int | None, batch_size: int, dtype: str = "fp32"):
@@ -84,6 +87,17 @@ def pocketqa_answerer(path: str, device: str, threads: int | None, batch_size: i
     model = load_qa_model(path, device=device, dtype=getattr(torch, DTYPES[dtype]))
     return QuestionAnswerer(TorchBackend(model, device=device, threads=threads), load_tokenizer(path),
                             window=WindowConfig(**WINDOW), max_answer_length=MAX_ANSWER_LEN, batch_size=batch_size)
+
+
+BUNDLED = "pocketqa bundled int8"
+
+
+def bundled_answerer(threads: int | None):
+    """The bundled model (int8 ONNX MiniLM-L6) with the comparison's settings, for batch 1."""
+    from pocketqa.inference.answerer import QuestionAnswerer
+
+    return QuestionAnswerer.from_pretrained(None, threads=threads, batch_size=1, max_answer_length=MAX_ANSWER_LEN,
+                                            **WINDOW)
 
 
 def onnx_answerers(path: str, root: Path, threads: int | None) -> dict:
@@ -188,6 +202,9 @@ def run(args: argparse.Namespace) -> Results:
                     if bs == 1:
                         arms += [answerer_arm(n, texts(a), examples, 1, args.warmup, None, answers)
                                  for n, a in extra.items()]
+                        if args.bundled and model_name == "minilm-l6":
+                            arms.append(answerer_arm(BUNDLED, texts(bundled_answerer(args.threads)), examples, 1,
+                                                     args.warmup, None, answers))
                     if bs == max(batch_sizes):
                         for dtype in dtypes[1:] if dtypes[0] == "fp32" else dtypes:
                             twin = pocketqa_answerer(path, args.device, args.threads, bs, dtype)
@@ -216,7 +233,7 @@ def agreement(qa, examples, answers: dict, anchor: str) -> dict:
     """Shares of answers identical to the anchor's; against the pipeline also under its own scoring rule."""
     theirs = answers[anchor]
     same = {name: sum(a[ex.id] == theirs[ex.id] for ex in examples) / len(examples)
-            for name, a in answers.items() if name != anchor}
+            for name, a in answers.items() if name not in (anchor, BUNDLED)}  # other weights: other answers
     differ = [ex for ex in examples if answers["pocketqa"][ex.id] != theirs[ex.id]]
     windows = windows_per_question(qa, differ) if differ else {}
     info = {"identical_answers": same, "differing": len(differ),
