@@ -46,6 +46,11 @@ def test_docs_page_loads_swagger_ui_from_the_server_itself(client):
         assert ".swagger-ui" in got.text
 
 
+def test_no_page_needs_a_cdn(client):
+    # ReDoc has no packaged assets: FastAPI's /redoc would be a blank page offline, so it is not served.
+    assert client.get("/redoc").status_code == 404
+
+
 def test_swagger_ui_license_ships_with_it(client):
     from importlib import resources
 

@@ -150,6 +150,7 @@ def create_app(
         description="Extractive question answering with abstention (SQuAD 2.0 style).",
         lifespan=lifespan,
         docs_url=None,  # served below from the packaged Swagger UI, not from a CDN
+        redoc_url=None,  # ReDoc only loads from a CDN: blank on an air-gapped server, so not offered
     )
     app.state.batcher = batcher
     app.state.qa = qa
