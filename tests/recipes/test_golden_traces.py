@@ -2,7 +2,7 @@
 
 These pin what training does today, step by step, so that a refactor that moves the code can
 show it still trains the same way. Each test builds tiny random BERT models with fixed seeds,
-trains on the fixed tiny SQuAD data of conftest.squad_dict() on the CPU in float32 with one
+trains on the fixed tiny SQuAD data of helpers.squad_dict() on the CPU in float32 with one
 torch thread (dropout on, as the models come; deterministic given the seeds), logs every step
 (log_steps=1), reads the loss of each step back from out/log.jsonl and compares it with
 tests/assets/golden/<name>.json (numpy assert_allclose, rtol=1e-5, atol=1e-7; same number of steps).
@@ -47,8 +47,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 DROPOUT = {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
 
 FINETUNE = {
-    "model": {"builder": "conftest.build_bert", "seed": 0, "layers": 2, "hidden": 32, "heads": 2, **DROPOUT},
-    "data": "conftest.squad_dict()",
+    "model": {"builder": "helpers.build_bert", "seed": 0, "layers": 2, "hidden": 32, "heads": 2, **DROPOUT},
+    "data": "helpers.squad_dict()",
     "torch_threads": 1,
     "config": {
         "max_seq_length": 64, "doc_stride": 16, "max_query_length": 16, "batch_size": 4, "max_steps": 10,
@@ -57,7 +57,7 @@ FINETUNE = {
     },
 }
 
-TEACHER = {"builder": "conftest.build_bert", "seed": 1, "layers": 4, "hidden": 32, "heads": 2, **DROPOUT}
+TEACHER = {"builder": "helpers.build_bert", "seed": 1, "layers": 4, "hidden": 32, "heads": 2, **DROPOUT}
 
 DISTILL_COMMON = {
     "max_seq_length": 48, "doc_stride": 16, "max_query_length": 16,
@@ -69,12 +69,12 @@ DISTILL_COMMON = {
 }
 
 STAGE1 = {
-    "teacher": TEACHER, "data": "conftest.squad_dict()", "torch_threads": 1,
+    "teacher": TEACHER, "data": "helpers.squad_dict()", "torch_threads": 1,
     "config": {**DISTILL_COMMON, "stage": "1", "attention_target": "scores"},
 }
 
 STAGE2 = {
-    "teacher": TEACHER, "data": "conftest.squad_dict()", "torch_threads": 1,
+    "teacher": TEACHER, "data": "helpers.squad_dict()", "torch_threads": 1,
     "config": {**DISTILL_COMMON, "stage": "2", "temperature": 1.0, "kd_weight": 0.5, "embeds_dropout": 0.1},
 }
 
