@@ -183,10 +183,14 @@ def walk_thresholds(scores: QuestionScores, samples: np.ndarray) -> np.ndarray:
     odds = scores.odds[samples]
     order = np.argsort(odds, axis=1, kind="stable")
     sorted_odds = np.take_along_axis(odds, order, axis=1)
-    totals = np.cumsum(np.take_along_axis(scores.gain[samples], order, axis=1), axis=1)
+    # Summed from the same start as the official walk (the unanswerable count), in the same
+    # order: totals that are equal on paper round alike, so the same one wins.
+    start = scores.abstained[samples].sum(axis=1, keepdims=True)
+    totals = np.cumsum(np.concatenate([start, np.take_along_axis(scores.gain[samples], order, axis=1)], axis=1),
+                       axis=1)[:, 1:]
     best = np.argmax(totals, axis=1)  # the first maximum: a later equal total is no improvement
     below = np.where(np.isfinite(sorted_odds[:, 0]), sorted_odds[:, 0] - 1.0, 0.0)
-    return np.where(totals[rows, best] > 0, sorted_odds[rows, best], below)
+    return np.where(totals[rows, best] > start[:, 0], sorted_odds[rows, best], below)
 
 
 def bootstrap_interval(
