@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import REPO, Results, add_common_arguments, machine_line, say, setup, squad_file, write_atomic
+from bench.harness import REPO, Results, add_common_arguments, say, setup, squad_file, write_atomic
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -149,32 +149,15 @@ def simulate(examples, decoded, stored: float, rate: float, args) -> list[dict]:
     return rows
 
 
-class CalibrationResults(Results):
-    """Accuracy rows instead of timed arms: the table is F1 per simulated domain and method."""
-
-    def markdown(self) -> str:
-        data = self.to_dict()
-        lines = [f"`{data['command']}`  ", f"{machine_line(data['machine'])}", "",
-                 "| domain | method | threshold | abstains | F1 | spread (sd; min-max) | vs best | vs anchor |",
-                 "|---|---|---:|---:|---:|---|---:|---:|"]
-        for r in self.comparisons:
-            spread = f"{r['f1_sd']:.2f}; {r['f1_min']:.1f}-{r['f1_max']:.1f}" if r["draws"] > 1 else ""
-            lines.append(f"| {r['domain']} | {r['method']} | {r['threshold']:.3f} | {100 * r['abstain_share']:.1f} % "
-                         f"| {r['f1']:.2f} | {spread} | {r['vs_best']:+.2f} | {r['vs_anchor']:.3f}x |")
-        if self.notes:
-            lines.append("")
-            lines.extend(f"- {note}" for note in self.notes)
-        return "\n".join(lines)
-
-    def write(self, out: Path | None) -> None:
-        text = self.markdown()
-        print(text)
-        if out is None:
-            return
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, json.dumps(self.to_dict(), indent=1, ensure_ascii=False, default=str) + "\n")
-        write_atomic(out.with_suffix(".md"), text + "\n")
-        say(f"wrote {out} and {out.with_suffix('.md')}")
+def table(rows: list[dict]) -> dict:
+    """The rows as the harness's generic table (F1 per simulated domain and method)."""
+    header = ["domain", "method", "threshold", "abstains", "F1", "spread (sd; min-max)", "vs best", "vs anchor"]
+    cells = []
+    for r in rows:
+        spread = f"{r['f1_sd']:.2f}; {r['f1_min']:.1f}-{r['f1_max']:.1f}" if r["draws"] > 1 else ""
+        cells.append([r["domain"], r["method"], f"{r['threshold']:.3f}", f"{100 * r['abstain_share']:.1f} %",
+                      f"{r['f1']:.2f}", spread, f"{r['vs_best']:+.2f}", f"{r['vs_anchor']:.3f}x"])
+    return {"header": header, "rows": cells}
 
 
 def run(args: argparse.Namespace) -> Results:
@@ -183,7 +166,7 @@ def run(args: argparse.Namespace) -> Results:
     from pocketqa.models import resolve_model
 
     setup(args)
-    results = CalibrationResults("calibration", args)
+    results = Results("calibration", args)
     args.label_sizes = [int(x) for x in args.labels.split(",") if x.strip()]
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
     data = squad_file(args.data, "dev", "--data")
@@ -207,4 +190,5 @@ def run(args: argparse.Namespace) -> Results:
                      f"domain's F1 in {100 * hundred['interval_covers']:.0f} % of draws, mean width "
                      f"{hundred['interval_width']:.1f})")
         results.notes.append(note)
+    results.table = table(results.comparisons)
     return results
