@@ -184,6 +184,9 @@ class Results:
         self.machine["threads"] = args.threads
         self.settings: dict = {}
         self.comparisons: list[dict] = []
+        # A suite whose rows are not timed arms (calibration: F1 per method) fills this instead:
+        # {"header": [column names], "rows": [[cell text, ...], ...]}.
+        self.table: dict | None = None
         self.notes: list[str] = []
 
     def compare(self, name: str, samples: dict[str, list[Sample]], anchor: str, unit: str, **info) -> dict:
@@ -205,6 +208,7 @@ class Results:
             "machine": self.machine,
             "settings": self.settings,
             "comparisons": self.comparisons,
+            **({"table": self.table} if self.table is not None else {}),
             "notes": self.notes,
         }
 
@@ -246,6 +250,14 @@ def fmt(x: float | None) -> str:
 
 def markdown(result: dict) -> str:
     """The comparisons of one result as a markdown table, with its command and machine."""
+    if result.get("table"):  # rows that are not timed arms (calibration): no rounds, no rates
+        table = result["table"]
+        lines = [f"`{result['command']}`  ", machine_line(result["machine"]), "",
+                 "| " + " | ".join(table["header"]) + " |", "|" + "---|" * len(table["header"]),
+                 *("| " + " | ".join(row) + " |" for row in table["rows"])]
+        if result.get("notes"):
+            lines += ["", *(f"- {note}" for note in result["notes"])]
+        return "\n".join(lines)
     lines = [
         f"`{result['command']}`  ",
         f"{machine_line(result['machine'])}; {result['rounds']} round(s) taking turns",

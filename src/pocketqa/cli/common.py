@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from pocketqa.config import device_name, from_dict
+from pocketqa.modeldir import check_domain_name
 from pocketqa.recipe_files import load_recipe, require_inputs
 from pocketqa.errors import PocketQAError
 
@@ -44,6 +45,14 @@ def device(text: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def domain_name(text: str) -> str:
+    """An argparse type for --domain: a name pocketqa.json can store."""
+    try:
+        return check_domain_name(text)
+    except PocketQAError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def fresh_out_dir(path: Path, overwrite: bool) -> None:
@@ -107,6 +116,9 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-untrained-head", action="store_true",
                    help="answer even when the model's QA head was initialised at random (a base encoder: "
                         "its answers are noise; fine-tune it with pocketqa train first)")
+    p.add_argument("--domain", type=domain_name, default=None, metavar="NAME",
+                   help="use the no-answer threshold calibrated for this domain (pocketqa calibrate --save "
+                        "--domain NAME) instead of the model's default one")
 
 
 def window_args(p: argparse.ArgumentParser) -> None:
@@ -139,6 +151,7 @@ def load_answerer(args, threshold=None):
         threads=args.threads,
         threshold=threshold,
         batch_size=args.batch_size,
+        domain=args.domain,
         **decoding_kwargs(args),
         **window_kwargs(args),
     )

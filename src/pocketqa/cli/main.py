@@ -1,7 +1,7 @@
 """The ``pocketqa`` command line: thin subcommands that parse, call one function, print.
 
-Each command group lives in its own module (inference, serving, training, models,
-recipes) and registers its subcommands here. Every user mistake (bad file, bad flag value,
+Each command group lives in its own module (inference, calibrate, serving, training,
+models, recipes) and registers its subcommands here. Every user mistake (bad file, bad flag value,
 missing model) exits with code 2 and one line on stderr, never a traceback.
 """
 
@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from pocketqa import __version__
-from pocketqa.cli import inference, models, recipes, serving, training
+from pocketqa.cli import calibrate, inference, models, recipes, serving, training
 from pocketqa.errors import PocketQAError
 
 
@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 # The order of the commands in `pocketqa --help`.
-GROUPS = (inference, serving, training, models, recipes)
+GROUPS = (inference, calibrate, serving, training, models, recipes)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ def cmd_serve(args) -> int:
         batch_size=args.batch_size,
         limits=limits,
         log_level=args.log_level,
+        domain=args.domain,
         **decoding_kwargs(args),
         **window_kwargs(args),
     )

@@ -9,12 +9,10 @@ from pathlib import Path
 from pocketqa.data.squad import load_squad, read_json, to_squad_json
 from pocketqa.errors import PocketQAError
 from pocketqa.evaluation.metrics import squad_v2_eval
-from pocketqa.modeldir import read_meta, threshold_key, write_meta
+from pocketqa.modeldir import store_threshold
 from pocketqa.models import resolve_model
 
 BEST_KEYS = ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
-# The keys of a pocketqa.json calibration entry that --save-threshold writes (and so replaces).
-CALIBRATION_KEYS = ("data", "best_f1", "best_exact", "n_best", "max_answer_length", "align_to_words")
 
 
 def load_questions(path: str | os.PathLike) -> list:
@@ -144,13 +142,7 @@ def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = Fals
                        "n_best": qa.n_best, "max_answer_length": qa.max_answer_length,
                        **({"align_to_words": True} if qa.align_to_words else {})}
         # Keys of the stored entry that other steps wrote (e.g. "backend") survive; the ones
-        # evaluation owns are all replaced, so an earlier align_to_words cannot linger.
-        meta = read_meta(model_dir)
-        key = threshold_key(qa.scoring, "calibration")
-        stored = meta.get(key)
-        kept = {k: v for k, v in stored.items() if k not in CALIBRATION_KEYS} if isinstance(stored, dict) else {}
-        meta[threshold_key(qa.scoring)] = scores["best_f1_thresh"]
-        meta[key] = {**kept, **calibration}
-        write_meta(model_dir, meta)
+        # calibration owns are all replaced, so an earlier align_to_words cannot linger.
+        store_threshold(model_dir, qa.scoring, scores["best_f1_thresh"], calibration)
         scores["saved_threshold"] = scores["best_f1_thresh"]
     return {"scores": scores, "table": format_table(scores)}

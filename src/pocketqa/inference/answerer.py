@@ -20,7 +20,7 @@ from pocketqa.errors import PocketQAError
 from pocketqa.data.features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
 from pocketqa.inference.backends import Backend, TorchBackend
 from pocketqa.inference.onnx_backend import OnnxBackend  # imports onnxruntime only when a graph is opened
-from pocketqa.modeldir import meta_threshold, meta_window, read_meta
+from pocketqa.modeldir import domain_threshold, meta_threshold, meta_window, read_meta
 from pocketqa.models import load_qa_model, load_tokenizer, new_head_weights, resolve_model
 from pocketqa.data.squad import Example, unencodable_at
 from pocketqa.data.tokenizer import TOKENIZER_FILE, WindowTokenizer
@@ -109,13 +109,15 @@ class QuestionAnswerer:
         align_to_words: bool = False,
         max_answer_length: int = 30,
         allow_untrained_head: bool = False,
+        domain: str | None = None,
         **window,
     ) -> QuestionAnswerer:
         """Loads a model directory, hub id, pip model or (None) the bundled default model.
 
         A directory holding ``model.onnx`` (from ``pocketqa export``) runs on ONNX Runtime;
         otherwise PyTorch. The no-answer threshold comes from ``threshold``, else the
-        value calibrated for this scoring in ``pocketqa.json``, else 0.0.
+        value calibrated for this scoring in ``pocketqa.json`` (for ``domain`` when given),
+        else 0.0.
 
         Args:
             name_or_path: Model directory, hub id, ``pip:NAME``, or None for the default.
@@ -137,6 +139,9 @@ class QuestionAnswerer:
             allow_untrained_head: Answer even when the checkpoint has no QA head (a base
                 encoder: transformers initialises the head at random, so the answers are
                 noise); otherwise such a model is refused with a PocketQAError.
+            domain: Use the threshold calibrated for this domain (``pocketqa calibrate --save
+                --domain NAME``) instead of the default one; an unknown name raises a
+                PocketQAError listing the known ones.
             **window: max_seq_length / doc_stride / max_query_length overrides.
         """
         check_align_to_words(check_scoring(scoring), align_to_words)  # before the slow model load
@@ -144,6 +149,11 @@ class QuestionAnswerer:
                         threads=threads)
         path = resolve_model(name_or_path)
         meta = read_meta(path) if Path(path).is_dir() else {}
+        if threshold is not None and domain is not None:
+            raise PocketQAError(f"threshold={threshold} and domain={domain!r} both set the no-answer threshold; give one")
+        if threshold is None:  # before the slow model load: a bad entry or unknown domain fails fast
+            threshold = (meta_threshold(path, meta, scoring) if domain is None
+                         else domain_threshold(path, meta, domain, scoring))
         window_config = WindowConfig(**{**meta_window(path, meta), **window})
         if Path(path).is_dir() and any(Path(path).glob("*.onnx")):
             backend = OnnxBackend.from_dir(path, threads=threads)
@@ -163,8 +173,6 @@ class QuestionAnswerer:
                     "fine-tune it with pocketqa train, or pass --allow-untrained-head"
                 )
             backend = TorchBackend(model, device=device, threads=threads)
-        if threshold is None:
-            threshold = meta_threshold(path, meta, scoring)
         if batch_size is None:
             on_gpu = isinstance(backend, TorchBackend) and backend.device.type != "cpu"
             batch_size = 64 if on_gpu else 4

@@ -66,12 +66,14 @@ def serve(
     n_best: int = 20,
     max_answer_length: int = 30,
     allow_untrained_head: bool = False,
+    domain: str | None = None,
     **window,
 ) -> None:
     """Loads a model and serves it with uvicorn until interrupted (``pocketqa serve``).
 
     The API key comes from ``api_key``, else the environment variable POCKETQA_API_KEY.
-    ``window`` takes max_seq_length / doc_stride / max_query_length overrides.
+    ``window`` takes max_seq_length / doc_stride / max_query_length overrides; ``domain``
+    picks a threshold calibrated for that domain (QuestionAnswerer.from_pretrained).
     """
     try:
         import fastapi  # noqa: F401  (checked before the slow model load)
@@ -86,7 +88,7 @@ def serve(
     qa = QuestionAnswerer.from_pretrained(path, device=device, threads=threads, batch_size=batch_size,
                                           scoring=scoring, align_to_words=align_to_words, n_best=n_best,
                                           max_answer_length=max_answer_length,
-                                          allow_untrained_head=allow_untrained_head, **window)
+                                          allow_untrained_head=allow_untrained_head, domain=domain, **window)
     app = create_app(qa, api_key=api_key, limits=limits, max_batch=max_batch, max_wait_ms=max_wait_ms, model_dir=path)
     auth = "on (X-API-Key)" if api_key else "off"
     print(f"serving {qa.name} on http://{host}:{port}  (docs: /docs, API key: {auth}, max batch {max_batch})", flush=True)
