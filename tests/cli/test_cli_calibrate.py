@@ -130,3 +130,12 @@ def test_serve_passes_the_domain_to_the_answerer(monkeypatch, capsys):
     monkeypatch.setattr(server.QuestionAnswerer, "from_pretrained", from_pretrained)
     assert main(["serve", "--model", "m", "--port", "0", "--domain", "reviews"]) == 2
     assert seen["domain"] == "reviews" and "stopped before serving" in capsys.readouterr().err
+
+
+def test_evaluate_save_threshold_stores_under_the_domain(model, tiny_squad_file, capsys):
+    assert main(["evaluate", "--model", str(model), "--device", "cpu", "--data", str(tiny_squad_file),
+                 "--save-threshold", "--domain", "wiki"]) == 0
+    capsys.readouterr()
+    meta = read_meta(model)
+    assert meta["threshold"] == -50.0 and meta["calibration"] == {"backend": "torch"}  # the default is untouched
+    assert "threshold" in meta["domains"]["wiki"] and meta["domains"]["wiki"]["calibration"]["data"] == str(tiny_squad_file)

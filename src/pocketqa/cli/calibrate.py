@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from pocketqa.cli.common import load_answerer, model_args, number_type, output_file, window_args
+from pocketqa.cli.common import answerer_args, load_answerer, model_args, number_type, output_file, window_args
 from pocketqa.errors import PocketQAError
 
 answerable_rate = number_type(float, "a share", lambda v: 0.0 < v <= 1.0, "must be in (0, 1]")
@@ -53,19 +52,6 @@ def save_target(args) -> Path | None:
     if model_dir.resolve() == Path(default_model_path()).resolve():
         raise PocketQAError(bundled + "; copy it to a directory of your own first")
     return model_dir
-
-
-def answerer_args(args, model_dir: Path | None) -> argparse.Namespace:
-    """The flags the answerer loads with: a domain --save is about to create is not looked up."""
-    from pocketqa.modeldir import meta_domains, read_meta, threshold_key
-
-    if model_dir is None or args.domain is None:
-        return args
-    entry = meta_domains(model_dir, read_meta(model_dir)).get(args.domain, {})
-    if threshold_key(args.scoring) in entry:
-        return args
-    # A new domain (or a new scoring rule in one): the default threshold is the one in use now.
-    return argparse.Namespace(**{**vars(args), "domain": None})
 
 
 def cmd_calibrate(args) -> int:

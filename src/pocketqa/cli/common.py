@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from pocketqa.config import device_name, from_dict
-from pocketqa.modeldir import check_domain_name
+from pocketqa.modeldir import check_domain_name, meta_domains, read_meta, threshold_key
 from pocketqa.recipe_files import load_recipe, require_inputs
 from pocketqa.errors import PocketQAError
 
@@ -210,3 +210,14 @@ def build_config(
     if loaded.shipped:
         require_inputs(values, loaded.source, inputs, optional_inputs)
     return from_dict(cls, values, source=loaded.source)
+
+
+def answerer_args(args, model_dir: Path | None) -> argparse.Namespace:
+    """The flags the answerer loads with: a domain --save is about to create is not looked up."""
+    if model_dir is None or args.domain is None:
+        return args
+    entry = meta_domains(model_dir, read_meta(model_dir)).get(args.domain, {})
+    if threshold_key(args.scoring) in entry:
+        return args
+    # A new domain (or a new scoring rule in one): the default threshold is the one in use now.
+    return argparse.Namespace(**{**vars(args), "domain": None})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pocketqa.cli.common import (finite_float, load_answerer, model_args, output_file, positive_int, window_args,
+from pocketqa.cli.common import (answerer_args, finite_float, load_answerer, model_args, output_file, positive_int, window_args,
                                  writable)
 from pocketqa.errors import PocketQAError
 
@@ -120,7 +120,7 @@ def add_evaluate(sub) -> None:
     p.add_argument("--null-odds", type=Path, default=None, help="na-prob file, as the official --na-prob-file")
     p.add_argument("--na-prob-thresh", type=finite_float, default=1.0, help="as the official script (with --null-odds)")
     p.add_argument("--null-threshold", type=finite_float, default=None, help="with --model: abstain when null_odds > T")
-    p.add_argument("--save-threshold", action="store_true", help="with --model: store the best-F1 threshold")
+    p.add_argument("--save-threshold", action="store_true", help="with --model: store the best-F1 threshold (under --domain NAME when given)")
     p.add_argument("--out", type=Path, default=None, help="write the scores JSON here")
     p.set_defaults(func=cmd_evaluate)
 
@@ -145,10 +145,12 @@ def cmd_evaluate(args) -> int:
         if args.save_threshold and args.model is None:
             raise PocketQAError("--save-threshold needs an explicit --model (it writes into that model directory; "
                                 "the bundled model is not changed)")
-        if args.save_threshold and Path(args.model).is_dir():
-            writable(Path(args.model), "--model")
-        qa = load_answerer(args, threshold=args.null_threshold)
-        report = evaluate_model(qa, args.data, save_threshold=args.save_threshold, model_arg=args.model)
+        model_dir = Path(args.model) if args.save_threshold and Path(args.model).is_dir() else None
+        if model_dir is not None:
+            writable(model_dir, "--model")
+        qa = load_answerer(answerer_args(args, model_dir), threshold=args.null_threshold)
+        report = evaluate_model(qa, args.data, save_threshold=args.save_threshold, model_arg=args.model,
+                                domain=args.domain)
         print(report["table"])
         scores = report["scores"]
         print(json.dumps(scores, indent=2))

@@ -122,7 +122,8 @@ def format_table(scores: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = False, model_arg=None) -> dict:
+def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = False, model_arg=None,
+                   domain: str | None = None) -> dict:
     """Predicts and scores a data file; optionally stores the best-F1 threshold in the model dir.
 
     ``qa`` is any object with ``decode_examples`` and the decoding settings of a
@@ -143,6 +144,6 @@ def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = Fals
                        **({"align_to_words": True} if qa.align_to_words else {})}
         # Keys of the stored entry that other steps wrote (e.g. "backend") survive; the ones
         # calibration owns are all replaced, so an earlier align_to_words cannot linger.
-        store_threshold(model_dir, qa.scoring, scores["best_f1_thresh"], calibration)
+        store_threshold(model_dir, qa.scoring, scores["best_f1_thresh"], calibration, domain=domain)
         scores["saved_threshold"] = scores["best_f1_thresh"]
     return {"scores": scores, "table": format_table(scores)}
