@@ -40,6 +40,7 @@ threshold 0; they can differ when a question needs several windows.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -123,18 +124,22 @@ def _context_mask(offsets: Sequence) -> np.ndarray:
 
 
 def trim_span(context: str, start: int, end: int) -> tuple[int, int]:
-    """The character span [start, end) of ``context`` without its leading and trailing whitespace.
+    """The character span [start, end) of ``context`` cut to whole, non-whitespace text.
 
     Token offsets may cover the space before a word: a Metaspace (SentencePiece) tokenizer
     folds it into "▁word" (DeBERTa-v2/v3 and mDeBERTa answer " Sweden."), a byte-level BPE
     one without trimmed offsets into "Ġword" (ModernBERT), and a lone "Ġ" or "▁" token covers
     only a space. An answer is the text between; a span of whitespace alone comes back empty
-    (start == end).
+    (start == end). A normalizer that composes characters (NFKC: "u" + U+0308 -> "ü") maps
+    the composed token to the base letter only, so a span ending there is extended over the
+    combining marks that follow: "Zü", not "Zu".
     """
     while start < end and context[start].isspace():
         start += 1
     while end > start and context[end - 1].isspace():
         end -= 1
+    while start < end < len(context) and unicodedata.combining(context[end]):
+        end += 1
     return start, end
 
 

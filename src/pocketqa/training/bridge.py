@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from pocketqa.errors import PocketQAError
+from pocketqa.inference.decode import trim_span
 
 ROLES = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token")
 
@@ -141,6 +142,16 @@ def _id_table(student_tok, teacher_tok) -> tuple[np.ndarray, list[str]]:
     return table, unmapped
 
 
+def _spans(text: str, offsets) -> list[tuple[int, int]]:
+    """Token offsets cut to the characters they cover without surrounding whitespace.
+
+    Whether a token's offsets include the space before its word is a detail of the
+    tokenizer's post-processing (RoBERTa's trims it, ModernBERT's and DeBERTa-v2/v3's keep
+    it), not of its segmentation: the bridge compares the text each token stands for.
+    """
+    return [trim_span(text, int(a), int(b)) for a, b in offsets]
+
+
 def _first_mismatch(s_offsets, t_offsets, mapped, t_ids) -> int:
     """First token index where mapped student ids or offsets differ from the teacher's."""
     n = min(len(mapped), len(t_ids))
@@ -224,7 +235,7 @@ class VocabBridge:
         bad = []
         for i, text in enumerate(texts):
             s_ids, t_ids = s_enc["input_ids"][i], t_enc["input_ids"][i]
-            s_off, t_off = s_enc["offset_mapping"][i], t_enc["offset_mapping"][i]
+            s_off, t_off = _spans(text, s_enc["offset_mapping"][i]), _spans(text, t_enc["offset_mapping"][i])
             mapped = table[s_ids].tolist()
             if mapped != list(t_ids) or [tuple(o) for o in s_off] != [tuple(o) for o in t_off]:
                 bad.append((i, text, s_ids, s_off, t_ids, t_off, mapped))
@@ -237,8 +248,8 @@ class VocabBridge:
                 f"student ({type(student_tok).__name__}) and teacher ({type(teacher_tok).__name__}) tokenizers "
                 f"segment {len(bad)} of {len(texts)} sample texts differently; first: text {i} {text[:60]!r} at "
                 f"token {k}: student {s_tok} {[tuple(o) for o in s_off[k : k + 3]]} vs teacher {t_tok} "
-                f"{[tuple(o) for o in t_off[k : k + 3]]}. The vocabulary bridge needs identical WordPiece "
-                "segmentation (same vocabulary, casing and normalization); use a teacher that shares the "
+                f"{[tuple(o) for o in t_off[k : k + 3]]}. The vocabulary bridge needs identical segmentation "
+                "(same vocabulary, casing and normalization); use a teacher that shares the "
                 "student's tokenizer, or give the student the teacher's tokenizer"
             )
         max_len = getattr(teacher_tok, "model_max_length", None)
