@@ -7,6 +7,7 @@ the parameter the family; a cell that cannot pass says why in its xfail/skip rea
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def _check_answers(examples: list[Example], answers: list[dict]) -> None:
 
 
 def _ask(qa: QuestionAnswerer, examples: list[Example], abstain: bool = True) -> list[dict]:
-    return [qa(ex.question, ex.context, abstain=abstain) for ex in examples]
+    """All questions in one call: their windows are batched (and padded) together."""
+    return qa([ex.question for ex in examples], [ex.context for ex in examples], abstain=abstain)
 
 
 # -- answer ---------------------------------------------------------------------------------
@@ -66,6 +68,26 @@ def test_answer(name, family_dirs):
     assert all(ids[int(c)] == cls_id for ids, c in zip(feats.input_ids, feats.cls_index))
     # Windows carry token types only for families whose tokenizer makes them.
     assert (feats.token_type_ids is not None) == ("token_type_ids" in FAMILIES[name].input_names)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_pad_token_and_left_padding(name, family_dirs, tmp_path):
+    """A tokenizer without a pad token, set to pad on the left (XLNet-style), answers the same:
+    pocketqa pads windows itself, on the right, under an attention mask."""
+    import shutil
+
+    src = family_dirs(name)
+    shutil.copytree(src, tmp_path / "m")
+    config_file = tmp_path / "m" / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config.update(pad_token=None, padding_side="left")
+    config_file.write_text(json.dumps(config))
+    tokenizer = load_tokenizer(str(tmp_path / "m"))
+    assert tokenizer.pad_token_id is None and tokenizer.padding_side == "left"
+    examples = _examples()  # windows of different lengths, batched by 4: padding is exercised
+    expected = _ask(QuestionAnswerer.from_pretrained(str(src), device="cpu", batch_size=4), examples, abstain=False)
+    got = _ask(QuestionAnswerer.from_pretrained(str(tmp_path / "m"), device="cpu", batch_size=4), examples, abstain=False)
+    assert [(a["answer"], a["start"]) for a in got] == [(a["answer"], a["start"]) for a in expected]
 
 
 # -- spans: exact character mapping and whitespace trimming -----------------------------------
@@ -137,9 +159,13 @@ def exports(family_dirs, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_onnx_fp32(name, family_dirs, exports):
+def test_onnx_fp32(name, family_dirs, exports, record_property):
     report, out = exports(name, False)
     fp32 = report["parity"]["fp32"]
+    opt = report["optimization"]
+    record_property("exporter", report["exporter"])
+    record_property("fusion", ", ".join(f"{k} x{v}" for k, v in opt["fused"].items()) if opt["applied"] else "none")
+    record_property("max |logit diff|", f"{fp32['max_abs_diff']:.1e}")
     assert fp32["passed"] and fp32["answers_identical"] == 1.0 and fp32["max_abs_diff"] < 1e-4
     examples = _examples()
     torch_answers = _ask(QuestionAnswerer.from_pretrained(str(family_dirs(name)), device="cpu"), examples)
@@ -150,8 +176,9 @@ def test_onnx_fp32(name, family_dirs, exports):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_onnx_int8(name, exports):
+def test_onnx_int8(name, exports, record_property):
     report, out = exports(name, True)
+    record_property("int8 answers = PyTorch", f"{100 * report['parity']['int8']['answers_identical']:.0f}%")
     assert "int8_onnx" in report["sizes_mb"] and report["parity"]["fp32"]["passed"]
     qa = QuestionAnswerer.from_pretrained(str(out))
     assert not qa.backend.batch_invariant  # the quantized graph is the one loaded
@@ -284,8 +311,9 @@ REFUSED = [("roberta", "bert"), ("albert", "xlm-roberta"), ("xlm-roberta", "debe
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("teacher", "student"), BRIDGED, ids=[f"{t}->{s}" for t, s in BRIDGED])
-def test_distill_across_families(teacher, student, family_dirs, squad_file, tmp_path):
+def test_distill_across_families(teacher, student, family_dirs, squad_file, tmp_path, record_property):
     summary = _distill(family_dirs(teacher), family_dirs(student), squad_file, tmp_path / "out")
+    record_property("bridge", summary["bridge"] or "none: shared vocabulary")
     assert summary["stage2"]["steps"] == 2
     shared = load_tokenizer(str(family_dirs(teacher))).get_vocab() == load_tokenizer(str(family_dirs(student))).get_vocab()
     assert (summary["bridge"] is None) == shared
@@ -294,8 +322,10 @@ def test_distill_across_families(teacher, student, family_dirs, squad_file, tmp_
 
 
 @pytest.mark.parametrize(("teacher", "student"), REFUSED, ids=[f"{t}->{s}" for t, s in REFUSED])
-def test_distill_refuses_other_segmentation(teacher, student, family_dirs, squad_file, tmp_path):
-    with pytest.raises(PocketQAError, match="segment"):
+def test_distill_refuses_other_segmentation(teacher, student, family_dirs, squad_file, tmp_path, record_property):
+    with pytest.raises(PocketQAError, match="segment") as refused:
         _distill(family_dirs(teacher), family_dirs(student), squad_file, tmp_path / "out")
+    message = str(refused.value)
+    record_property("bridge", "refused: " + message[message.index("first:") :].split(". The vocabulary")[0])
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
