@@ -90,6 +90,29 @@ def test_no_pad_token_and_left_padding(name, family_dirs, tmp_path):
     assert [(a["answer"], a["start"]) for a in got] == [(a["answer"], a["start"]) for a in expected]
 
 
+def test_null_token_at_the_end_as_xlnet_puts_it(family_dirs, tmp_path):
+    """A template with CLS last (XLNet's ``A <sep> B <sep> <cls>``): the null answer and the
+    labels of unanswerable questions sit on that last token, not on position 0."""
+    from tokenizers import processors
+
+    tokenizer = load_tokenizer(str(family_dirs("bert")))
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A [SEP] [CLS]", pair="$A [SEP] $B:1 [SEP]:1 [CLS]:2", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    examples = _examples()
+    feats = make_features(examples, tokenizer, WindowConfig(**WINDOW), labels=True)
+    ends = np.array([len(ids) - 1 for ids in feats.input_ids])
+    assert (feats.cls_index == ends).all() and all(ids[-1] == cls for ids in feats.input_ids)
+    impossible = np.array([("Italy" in ex.question or "Germany" in ex.question) for ex in examples])[feats.example_index]
+    assert impossible.any() and (feats.start_positions[impossible] == ends[impossible]).all()
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=len(ids)).astype(np.float32) for ids in feats.input_ids]
+    end = [rng.normal(size=len(ids)).astype(np.float32) for ids in feats.input_ids]
+    for row, c in enumerate(feats.cls_index):
+        start[row][c] = end[row][c] = 20.0  # the null token wins everywhere
+    assert all(d.answer(0.0) == "" and d.null_odds > 0 for d in decode_features(examples, feats, start, end))
+
+
 # -- spans: exact character mapping and whitespace trimming -----------------------------------
 
 
@@ -298,15 +321,15 @@ def test_distill_same_family(name, family_dirs, squad_file, tmp_path):
 
 
 # Teacher -> student pairs across families. Those whose tokenizers segment alike distil
-# through the vocabulary bridge (MPNet's vocabulary is BERT's renumbered; RoBERTa's and
-# ModernBERT's byte-level BPE differ in specials and offset trimming only); DistilBERT shares
-# BERT's vocabulary and needs no bridge. The others are refused with the bridge's message:
-# WordPiece vs byte-level BPE, lowercased ALBERT vs cased XLM-R, and XLM-R vs DeBERTa-v3,
-# whose transformers classes rebuild different normalizers and pre-tokenizers on load (XLM-R:
-# none + WhitespaceSplit, so a lone "▁" maps onto the next word's first letter; DeBERTa-v2:
-# whitespace folding + NFC + strip), even over one SentencePiece vocabulary.
-BRIDGED = [("mpnet", "bert"), ("roberta", "modernbert"), ("bert", "distilbert")]
-REFUSED = [("roberta", "bert"), ("albert", "xlm-roberta"), ("xlm-roberta", "deberta-v3")]
+# through the vocabulary bridge: MPNet's vocabulary is BERT's renumbered; RoBERTa's and
+# ModernBERT's byte-level BPE differ in specials and offset trimming; XLM-R's and
+# DeBERTa-v3's share one SentencePiece vocabulary but transformers rebuilds different
+# pipelines for them on load (XLM-R: whitespace split + Metaspace, so a lone "▁" points at
+# the next letter; DeBERTa-v2: whitespace folding, NFC, strip). DistilBERT shares BERT's
+# vocabulary and needs no bridge. The others are refused with the bridge's message
+# (WordPiece vs byte-level BPE; lowercased ALBERT vs cased XLM-R).
+BRIDGED = [("mpnet", "bert"), ("roberta", "modernbert"), ("xlm-roberta", "deberta-v3"), ("bert", "distilbert")]
+REFUSED = [("roberta", "bert"), ("albert", "xlm-roberta")]
 
 
 @pytest.mark.slow
