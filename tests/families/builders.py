@@ -7,7 +7,8 @@ corpus holding the test contexts, with the ``tokenizers`` library in the family'
 - WordPiece, BertNormalizer + BertPreTokenizer: BERT, DistilBERT, ELECTRA, MobileBERT, MPNet;
 - byte-level BPE (ByteLevel pre-tokenizer): RoBERTa (RobertaProcessing, trimmed offsets) and
   ModernBERT (OLMo-style: a [CLS]/[SEP] template whose offsets keep the word's leading space);
-- SentencePiece-style Unigram with Metaspace: XLM-RoBERTa, DeBERTa-v3, ALBERT (lowercased).
+- SentencePiece-style Unigram with Metaspace: XLM-RoBERTa, DeBERTa-v2 (with its convolution
+  layer) and -v3, ALBERT (lowercased).
 
 Each is wrapped in the family's fast tokenizer class and saved with the model into one HF
 directory. Everything is built once per session: the matrix reuses the directories.
@@ -98,6 +99,10 @@ FAMILIES = {
                {"relative_attention": True, "position_buckets": 64, "max_relative_positions": -1,
                 "pos_att_type": ["p2c", "c2p"], "position_biased_input": False, "norm_rel_ebd": "layer_norm",
                 "share_att_key": True, "type_vocab_size": 0}),
+        Family("deberta-v2", "unigram", "DebertaV2Config", "DebertaV2TokenizerFast", DEBERTA_SPECIALS, "bert",
+               {"relative_attention": True, "position_buckets": 64, "max_relative_positions": -1,
+                "pos_att_type": ["p2c", "c2p"], "position_biased_input": False, "norm_rel_ebd": "layer_norm",
+                "share_att_key": True, "type_vocab_size": 0, "conv_kernel_size": 3, "conv_act": "gelu"}),
         Family("electra", "wordpiece", "ElectraConfig", "ElectraTokenizerFast", BERT_SPECIALS, "bert",
                {"embedding_size": 16}, lowercase=True),
         Family("albert", "unigram", "AlbertConfig", "AlbertTokenizerFast", ALBERT_SPECIALS, "bert",

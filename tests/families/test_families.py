@@ -29,7 +29,7 @@ WINDOW = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}
 # Families whose token offsets include the space before a word, so that their raw spans
 # would start with whitespace: every Metaspace (SentencePiece-style) tokenizer, and
 # ModernBERT's byte-level BPE, whose template does not trim offsets as RoBERTa's does.
-LEADING_SPACE_OFFSETS = {"xlm-roberta", "deberta-v3", "albert", "modernbert"}
+LEADING_SPACE_OFFSETS = {"xlm-roberta", "deberta-v2", "deberta-v3", "albert", "modernbert"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
