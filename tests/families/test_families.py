@@ -21,7 +21,7 @@ from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.data.squad import Example
 from pocketqa.errors import PocketQAError
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.inference.decode import decode_features
+from pocketqa.inference.decode import decode_features, trim_span
 from pocketqa.models import load_tokenizer
 
 NAMES = list(FAMILIES)
@@ -124,6 +124,15 @@ def _forced_logits(offsets, a: int, b: int, n: int) -> tuple[np.ndarray, np.ndar
     return start, end
 
 
+def test_trim_span_cuts_outer_whitespace_and_keeps_combining_marks():
+    text = " \tflows   to\u00a0Zu\u0308 \n"
+    assert trim_span(text, 0, len(text)) == (2, len(text) - 2)  # inner spaces stay, outer ones go
+    z = text.index("Zu")
+    assert trim_span(text, z, z + 2) == (z, z + 3)  # "Zu" + U+0308: the mark belongs to the letter
+    assert trim_span(text, 0, 2) == (2, 2)  # whitespace only: empty
+    assert trim_span("abc", 1, 2) == (1, 2)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_spans_exact_and_trimmed(name, family_tokenizers):
     """Forced spans over CJK, ß, combining marks, full-width punctuation and runs of spaces
@@ -137,10 +146,11 @@ def test_spans_exact_and_trimmed(name, family_tokenizers):
         feats = make_features([ex], tokenizer, WindowConfig(128, 32, 16))
         offsets = feats.offsets[0]
         start, end = _forced_logits(offsets, a, b, len(offsets))
-        (decoded,) = decode_features([ex], feats, [start], [end])
-        span = decoded.spans[0]
-        assert (span.text, span.start, span.end) == (intended, a, b), (key, span)
-        assert context[span.start : span.end] == span.text
+        for scoring in ("logits", "pipeline"):
+            (decoded,) = decode_features([ex], feats, [start], [end], scoring=scoring)
+            span = decoded.spans[0]
+            assert (span.text, span.start, span.end) == (intended, a, b), (key, scoring, span)
+            assert context[span.start : span.end] == span.text
         s, e = int(np.argmax(start)), int(np.argmax(end))
         raw = context[offsets[s][0] : offsets[e][1]]
         raw_had_space |= raw != raw.strip()
