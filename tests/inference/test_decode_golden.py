@@ -95,11 +95,13 @@ def test_a_span_without_characters_is_skipped_as_utils_qa_does():
     assert any(o is not None and o[0] == o[1] for o in offsets)
     # Hand-made window over "alpha  beta": CLS, alpha, the empty space token, beta, SEP.
     # The best span is the space token alone (10 + 10) and has no text; utils_qa skips ""
-    # predictions when it picks the best non-null one: " beta" (10 + 3), then null odds 0 - 13.
+    # predictions when it picks the best non-null one: "beta" (10 + 3; its span from the
+    # space token is trimmed to the word), then null odds 0 - 13.
     offs = [None, (0, 5), (6, 6), (7, 11), None]
     starts = np.array([0.0, 1.0, 10.0, 2.0, 0.0])
     ends = np.array([0.0, 1.0, 10.0, 3.0, 0.0])
     d = decode_example("alpha  beta", [starts], [ends], [offs], [0])
-    assert [s.text for s in d.spans] == [" beta", "alpha ", "beta", "alpha  beta", "alpha"]
+    assert [s.text for s in d.spans] == ["beta", "alpha", "beta", "alpha  beta", "alpha"]
+    assert [(s.start, s.end) for s in d.spans[:2]] == [(7, 11), (0, 5)]
     assert d.spans[0].score == 13.0 and d.null_odds == -13.0
-    assert d.answer(0.0) == " beta"
+    assert d.answer(0.0) == "beta"

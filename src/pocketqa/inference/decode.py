@@ -40,6 +40,7 @@ threshold 0; they can differ when a question needs several windows.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -122,6 +123,26 @@ def _context_mask(offsets: Sequence) -> np.ndarray:
     return mask
 
 
+def trim_span(context: str, start: int, end: int) -> tuple[int, int]:
+    """The character span [start, end) of ``context`` cut to whole, non-whitespace text.
+
+    Token offsets may cover the space before a word: a Metaspace (SentencePiece) tokenizer
+    folds it into "▁word" (DeBERTa-v2/v3 and mDeBERTa answer " Sweden."), a byte-level BPE
+    one without trimmed offsets into "Ġword" (ModernBERT), and a lone "Ġ" or "▁" token covers
+    only a space. An answer is the text between; a span of whitespace alone comes back empty
+    (start == end). A normalizer that composes characters (NFKC: "u" + U+0308 -> "ü") maps
+    the composed token to the base letter only, so a span ending there is extended over the
+    combining marks that follow: "Zü", not "Zu".
+    """
+    while start < end and context[start].isspace():
+        start += 1
+    while end > start and context[end - 1].isspace():
+        end -= 1
+    while start < end < len(context) and unicodedata.combining(context[end]):
+        end += 1
+    return start, end
+
+
 def _top(x: np.ndarray, n: int) -> np.ndarray:
     # argsort descending, as utils_qa does (ties broken the same way)
     return np.argsort(x)[-1 : -n - 1 : -1]
@@ -198,7 +219,7 @@ def decode_example(
             null_probability = p
             continue
         offs = offsets[windows[k]]
-        cs, ce = offs[span_starts[k]][0], offs[span_ends[k]][1]
+        cs, ce = trim_span(context, offs[span_starts[k]][0], offs[span_ends[k]][1])
         if ce <= cs:
             # No characters (e.g. a byte-level BPE token for a lone space, whose trimmed
             # offsets are empty): not an answer. utils_qa also skips such "" texts when it
@@ -270,6 +291,7 @@ def _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_be
                 start, end = offs[ctx[a]][0], offs[ctx[a + d]][1]
             else:
                 start, end = _word_chars(offs, word_ids[w], int(ctx[a]), int(ctx[a + d]))
+            start, end = trim_span(context, start, end)
             # Widened before the same-text lookup, as the pipeline's postprocess (get_indices, then get_answer).
             key = context[start:end].lower()
             if key in by_text:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from pocketqa.errors import PocketQAError
+from pocketqa.inference.decode import trim_span
 
 ROLES = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token")
 
@@ -141,11 +142,29 @@ def _id_table(student_tok, teacher_tok) -> tuple[np.ndarray, list[str]]:
     return table, unmapped
 
 
+def _spans(tokenizer, text: str, ids: Sequence[int], offsets, blank: dict[int, bool]) -> list[tuple[int, int] | None]:
+    """Per token, the characters it stands for without surrounding whitespace (None: whitespace only).
+
+    Whether a token's offsets include the space before its word is a detail of the
+    tokenizer's post-processing (RoBERTa's trims it, ModernBERT's and DeBERTa-v2/v3's keep
+    it), not of its segmentation. A token that stands for a space alone (a lone "▁" or "Ġ")
+    has no characters to compare: transformers' XLM-R pipeline splits on whitespace before
+    Metaspace, so its lone "▁" points at the next word's first letter. ``blank`` caches, per
+    id, whether the token decodes to whitespace only.
+    """
+    out = []
+    for i, (a, b) in zip(ids, offsets):
+        if i not in blank:
+            blank[i] = not tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(i)]).strip()
+        out.append(None if blank[i] else trim_span(text, int(a), int(b)))
+    return out
+
+
 def _first_mismatch(s_offsets, t_offsets, mapped, t_ids) -> int:
     """First token index where mapped student ids or offsets differ from the teacher's."""
     n = min(len(mapped), len(t_ids))
     for k in range(n):
-        if mapped[k] != t_ids[k] or tuple(s_offsets[k]) != tuple(t_offsets[k]):
+        if mapped[k] != t_ids[k] or s_offsets[k] != t_offsets[k]:
             return k
     return n
 
@@ -222,11 +241,14 @@ class VocabBridge:
         s_enc = student_tok(texts, **kwargs)
         t_enc = teacher_tok(texts, **kwargs)
         bad = []
+        s_blank: dict[int, bool] = {}
+        t_blank: dict[int, bool] = {}
         for i, text in enumerate(texts):
             s_ids, t_ids = s_enc["input_ids"][i], t_enc["input_ids"][i]
-            s_off, t_off = s_enc["offset_mapping"][i], t_enc["offset_mapping"][i]
+            s_off = _spans(student_tok, text, s_ids, s_enc["offset_mapping"][i], s_blank)
+            t_off = _spans(teacher_tok, text, t_ids, t_enc["offset_mapping"][i], t_blank)
             mapped = table[s_ids].tolist()
-            if mapped != list(t_ids) or [tuple(o) for o in s_off] != [tuple(o) for o in t_off]:
+            if mapped != list(t_ids) or s_off != t_off:
                 bad.append((i, text, s_ids, s_off, t_ids, t_off, mapped))
         if bad:
             i, text, s_ids, s_off, t_ids, t_off, mapped = bad[0]
@@ -236,9 +258,9 @@ class VocabBridge:
             raise PocketQAError(
                 f"student ({type(student_tok).__name__}) and teacher ({type(teacher_tok).__name__}) tokenizers "
                 f"segment {len(bad)} of {len(texts)} sample texts differently; first: text {i} {text[:60]!r} at "
-                f"token {k}: student {s_tok} {[tuple(o) for o in s_off[k : k + 3]]} vs teacher {t_tok} "
-                f"{[tuple(o) for o in t_off[k : k + 3]]}. The vocabulary bridge needs identical WordPiece "
-                "segmentation (same vocabulary, casing and normalization); use a teacher that shares the "
+                f"token {k}: student {s_tok} {s_off[k : k + 3]} vs teacher {t_tok} "
+                f"{t_off[k : k + 3]}. The vocabulary bridge needs identical segmentation "
+                "(same vocabulary, casing and normalization); use a teacher that shares the "
                 "student's tokenizer, or give the student the teacher's tokenizer"
             )
         max_len = getattr(teacher_tok, "model_max_length", None)

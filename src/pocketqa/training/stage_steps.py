@@ -154,9 +154,12 @@ def embeds_dropout_hook(student, p: float):
 
     if p <= 0:
         return None
-    head = getattr(student, "qa_outputs", None)
+    # The linear layer that gives the start/end logits: qa_outputs in BERT-style models,
+    # classifier in ModernBERT's (after its own dense + norm head).
+    head = getattr(student, "qa_outputs", None) or getattr(student, "classifier", None)
     if head is None:
-        raise ConfigError(f"embeds_dropout needs a 'qa_outputs' head; {type(student).__name__} has none (set embeds_dropout: 0)")
+        raise ConfigError(f"embeds_dropout needs a 'qa_outputs' or 'classifier' head; {type(student).__name__} has "
+                          "none (set embeds_dropout: 0)")
     return head.register_forward_pre_hook(
         lambda module, args: (torch.nn.functional.dropout(args[0], p, module.training), *args[1:])
     )
