@@ -145,3 +145,16 @@ def test_train_features_from_rows_with_repair(tmp_path, tiny_tokenizer):
     good = tmp_path / "good.parquet"
     write_examples(load_squad_dict(), good)
     assert load_train_features(good, tiny_tokenizer, window, cache_dir=tmp_path / "cache", progress=False).n_examples == 7
+
+
+def test_recipe_keeps_hub_ids_and_reads_format_and_offsets(tmp_path):
+    from pocketqa.recipe_files import load_recipe
+    from pocketqa.recipes.configs import TrainConfig
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train: hf:rajpurkar/squad_v2:train\ndev: dev.parquet\noffsets: repair\nformat: parquet\n")
+    values = load_recipe(TrainConfig, recipe).values
+    assert values["train"] == "hf:rajpurkar/squad_v2:train"  # not taken for a path beside the recipe
+    assert values["dev"] == str(tmp_path / "dev.parquet")
+    config = TrainConfig(**values, model="m", out=str(tmp_path / "o"))
+    assert (config.format, config.offsets) == ("parquet", "repair")
