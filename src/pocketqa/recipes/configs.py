@@ -43,7 +43,7 @@ class TrainConfig:
     model: str | None = setting(
         None, "base model: HF dir, hub id or pip:NAME (a QA head is added if missing)", group="model", path="model"
     )
-    train: str | None = setting(None, "SQuAD 1.1/2.0 training file (.json / .json.gz)", group="data",
+    train: str | None = setting(None, "training data: SQuAD JSON, squad_v2 rows (.parquet, .jsonl, .csv) or hf:NAME:SPLIT", group="data",
                                 path="input", metavar="FILE")
     dev: str | None = setting(None, "dev file: evaluated at the end (and every --eval-steps); its best-F1 "
                               "threshold is stored", group="data", path="input", metavar="FILE")
