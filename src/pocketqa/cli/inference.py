@@ -122,12 +122,13 @@ def cmd_predict(args) -> int:
         output_file(args.null_odds, "--null-odds", (("--data", args.data), ("--out", args.out)))
     # Validated before the model loads; gold answers are not read, so a bad offset never stops a prediction.
     examples = load_questions(args.data, args.format, offsets="ignore", gold=False)
-    blank = {ex.id for ex in examples if not ex.context.strip() or not ex.question.strip()}
+    blank = [ex.id for ex in examples if not ex.context.strip() or not ex.question.strip()]
     if blank:
-        shown = ", ".join(repr(q) for q in list(blank)[:5]) + (", ..." if len(blank) > 5 else "")
+        shown = ", ".join(repr(q) for q in blank[:5]) + (", ..." if len(blank) > 5 else "")
         warnings.warn(f"{len(blank)} question(s) with an empty context or question get no answer (abstained): "
                       f"ids {shown}", UserWarning, stacklevel=1)
-    todo = [ex for ex in examples if ex.id not in blank]
+    skipped = set(blank)
+    todo = [ex for ex in examples if ex.id not in skipped]
     qa = load_answerer(args, threshold=args.threshold)
     decoded = qa.decode_examples(todo, progress=True)
     rows = {r["id"]: r for r in qa.records(todo, decoded, qa.threshold)}
