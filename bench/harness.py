@@ -330,9 +330,9 @@ def load_examples(path: Path, n: int, sample_seed: int | None = None) -> list:
     """The first ``n`` questions of a SQuAD file, or a seeded random sample of ``n``."""
     import random
 
-    from pocketqa.data.squad import load_squad
+    from pocketqa.data.formats import load_examples
 
-    examples = load_squad(path)
+    examples = load_examples(path)
     if sample_seed is not None:
         return random.Random(sample_seed).sample(examples, min(n, len(examples)))
     return examples[:n]

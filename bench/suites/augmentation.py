@@ -9,7 +9,7 @@ two arms ask the masked LM for replacement candidates of every eligible word:
   per forward pass, sorted by length.
 
 Then one timed ``pocketqa augment`` run (``--factor`` copies of the first ``--paragraphs``
-paragraphs, written to a temporary file and validated by ``load_squad``, which checks
+paragraphs, written to a temporary file and validated by ``load_examples``, which checks
 every answer_start and id) gives paragraphs per second and the projected time for the
 whole file. The default MLM is a random-weight MiniLM-L6 (a random head: the timing is
 real, the words are noise); ``--mlm DIR`` takes a masked LM as ``pocketqa augment --mlm``
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> Results:
     from pocketqa.augment.edits import AugmentConfig, candidate_requests
     from pocketqa.augment.runner import select_paragraphs, write_augmented
     from pocketqa.augment.mlm import MaskedLMCandidates, load_masked_lm
-    from pocketqa.data.squad import load_squad
+    from pocketqa.data.formats import load_examples
 
     setup(args)
     results = Results("augmentation", args)
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> Results:
         stats = write_augmented(subset, out, source, config, progress=False, meta={"source": train.name})
         run_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        validated = len(load_squad(out))  # raises on any answer_start that misses its text or a repeated id
+        validated = len(load_examples(out))  # raises on any answer_start that misses its text or a repeated id
         validate_seconds = time.perf_counter() - t0
     rate = len(subset) / run_seconds
     results.settings = {
@@ -110,6 +110,6 @@ def run(args: argparse.Namespace) -> Results:
     }
     results.notes.append(
         f"augment x{args.factor}: {len(subset)} paragraphs -> {stats['questions_out']} questions in {run_seconds:.1f} s "
-        f"({rate:.2f} paragraphs/s), all {validated} validated by load_squad; the whole file "
+        f"({rate:.2f} paragraphs/s), all {validated} validated by load_examples; the whole file "
         f"({len(paragraphs)} paragraphs) would take about {len(paragraphs) / rate / 60:.1f} min here")
     return results

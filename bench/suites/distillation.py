@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> Results:
     import torch
 
     from pocketqa.data.features import WindowConfig
-    from pocketqa.data.squad import load_squad, write_squad
+    from pocketqa.data.formats import load_examples
+    from pocketqa.data.squad import write_squad
     from pocketqa.models import load_qa_model, load_tokenizer
     from pocketqa.models import build_student
     from pocketqa.data.cache import load_data
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> Results:
     with tempfile.TemporaryDirectory(prefix="pocketqa-distill-bench-") as tmp:
         tmp = Path(tmp)
         subset = tmp / "train-subset.json"
-        write_squad(load_squad(squad_file(args.train, "train", "--train"))[: args.examples], subset)
+        write_squad(load_examples(squad_file(args.train, "train", "--train"))[: args.examples], subset)
         teacher_dir = model_dir(args.teacher, tmp, seed=args.seed, layers=args.layers)
         tokenizer = load_tokenizer(teacher_dir)
         # float32, as pocketqa distill loads it (fp16 matmuls are slow on CPUs without fp16 units)

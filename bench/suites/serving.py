@@ -177,13 +177,13 @@ def parse_counts(text: str, levels: list[int]) -> dict[int, int]:
 
 
 def run(args: argparse.Namespace) -> Results:
-    from pocketqa.data.squad import load_squad
+    from pocketqa.data.formats import load_examples
 
     setup(args)
     results = Results("serving", args)
     levels = [int(x) for x in split_list(args.levels)]
     counts = parse_counts(args.requests, levels)
-    examples = load_squad(squad_file(args.data, "dev", "--data"))
+    examples = load_examples(squad_file(args.data, "dev", "--data"))
     random.Random(args.seed).shuffle(examples)
     items = [{"question": ex.question, "context": ex.context} for ex in examples[: max(counts.values()) + args.warmup]]
     results.settings = {"levels": levels, "requests": counts, "level_seconds": args.level_seconds,

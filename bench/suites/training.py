@@ -195,7 +195,8 @@ def run(args: argparse.Namespace) -> Results:
     import torch
 
     from pocketqa.data.features import WindowConfig
-    from pocketqa.data.squad import load_squad, write_squad
+    from pocketqa.data.formats import load_examples
+    from pocketqa.data.squad import write_squad
     from pocketqa.models import load_tokenizer
     from pocketqa.data.cache import load_train_features
 
@@ -216,7 +217,7 @@ def run(args: argparse.Namespace) -> Results:
     with tempfile.TemporaryDirectory(prefix="pocketqa-train-bench-") as tmp:
         workdir = Path(tmp)
         train_file = workdir / f"train-first{n_examples}.json"
-        write_squad(load_squad(train_path)[:n_examples], train_file)
+        write_squad(load_examples(train_path)[:n_examples], train_file)
         for name in split_list(args.models):
             path = model_dir(name, workdir, seed=args.seed, layers=args.layers)
             data = load_train_features(train_file, load_tokenizer(path), WindowConfig(args.max_seq_length),

@@ -128,7 +128,7 @@ def load_recipe(cls: type, name_or_path: str | os.PathLike) -> Recipe:
 
 
 def _resolve(value, base: Path, kind: str):
-    if not isinstance(value, (str, os.PathLike)) or str(value).startswith("pip:") or Path(value).is_absolute():
+    if not isinstance(value, (str, os.PathLike)) or str(value).startswith(("pip:", "hf:")) or Path(value).is_absolute():
         return value
     candidate = base / value
     if kind == "input" or candidate.exists():

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pocketqa.config import setting, validate
+from pocketqa.data.formats import FORMATS
+from pocketqa.data.squad import OFFSET_MODES
 from pocketqa.data.squad import Answer, Example
 
 Span = tuple[int, int]
@@ -277,6 +279,10 @@ class AugmentConfig:
     augment_questions: bool = setting(False, "also replace question words", group="augmentation")
     shard_index: int = setting(0, flag=False)  # both set by --shard K/N
     num_shards: int = setting(1, flag=False)
+    format: str | None = setting(None, "layout of --data (default: from its name; see docs/data.md)", group="data",
+                                 choices=FORMATS)
+    offsets: str = setting("strict", "a wrong answer_start: strict refuses the file; repair moves it to the nearest "
+                           "occurrence of its text (one summary line)", group="data", choices=OFFSET_MODES[:2])
     chunk_paragraphs: int = setting(
         64, "paragraphs whose candidates are looked up together (memory; the output does not depend on it)",
         group="runtime",

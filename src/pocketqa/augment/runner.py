@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pocketqa.augment.edits import AugmentConfig, CandidateSource, Span, augment_example_group, candidate_requests
-from pocketqa.data.squad import Example, iter_examples, read_json
+from pocketqa.data.formats import load_examples
+from pocketqa.data.squad import Example, read_json, squad_examples
 from pocketqa.errors import ConfigError, PocketQAError, SquadFormatError
 
 
@@ -51,21 +52,20 @@ class Paragraph:
     examples: tuple[Example, ...]
 
 
-def iter_paragraphs(path: str | os.PathLike) -> Iterator[Paragraph]:
-    """Validates a whole SQuAD file (SquadFormatError on the first problem), then yields its paragraphs.
+def iter_paragraphs(path: str | os.PathLike, data_format: str | None = None, offsets: str = "strict") -> Iterator[Paragraph]:
+    """Validates a whole data file (SquadFormatError listing every problem), then yields its paragraphs.
 
     Validation happens before the first paragraph is yielded, so a malformed file fails
-    before any model loads or any output is written. Paragraphs without questions are skipped.
+    before any model loads or any output is written. A paragraph is a run of consecutive
+    questions on one context of one article (one SQuAD JSON paragraph, or rows in a row file).
     """
-    data = read_json(path)
-    examples = iter(list(iter_examples(data, source=str(path))))
-    index = 0
-    for a_idx, article in enumerate(data["data"]):
-        for paragraph in article["paragraphs"]:
-            group = tuple(next(examples) for _ in paragraph["qas"])
-            if group:
-                yield Paragraph(index, a_idx, group[0].title, paragraph["context"], group)
-            index += 1
+    examples = load_examples(path, format=data_format, offsets=offsets)
+    index, article, title = 0, -1, None
+    for context, group in group_by_context(examples):
+        if group[0].title != title or article < 0:
+            article, title = article + 1, group[0].title
+        yield Paragraph(index, article, title, context, tuple(group))
+        index += 1
 
 
 def _qa_json(ex: Example) -> dict:
@@ -207,7 +207,7 @@ def select_paragraphs(
     Paragraph indices, and so the random draws, are those of the whole file, so a set of
     shard outputs holds exactly the examples of one full run.
     """
-    paragraphs = [par for par in iter_paragraphs(data) if par.index % config.num_shards == config.shard_index]
+    paragraphs = [par for par in iter_paragraphs(data, config.format, config.offsets) if par.index % config.num_shards == config.shard_index]
     return paragraphs if limit_paragraphs is None else paragraphs[:limit_paragraphs]
 
 
@@ -307,8 +307,8 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) ->
             if k in seen_shards:
                 raise PocketQAError(f"{path}: shard {k}/{n} given twice")
             seen_shards.add(k)
-            # Validated as load_squad would (a damaged shard is named, never merged), then regrouped.
-            validated = iter(list(iter_examples(data, source=str(path))))
+            # Validated as every data file is (a damaged shard is named, never merged), then regrouped.
+            validated = iter(squad_examples(data, str(path))[0])
             for a_idx, article in enumerate(data["data"]):
                 for paragraph in article["paragraphs"]:
                     examples = [next(validated) for _ in paragraph["qas"]]

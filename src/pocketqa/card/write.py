@@ -13,7 +13,8 @@ from pocketqa.card.facts import json_object, read_config
 from pocketqa.card.plots import figure_class, has_splits, plot_has_no_ans, plot_threshold_curve, split_title
 from pocketqa.card.render import render_card
 from pocketqa.card.speed import benchmark_cpu, spread
-from pocketqa.data.squad import load_squad, write_json_atomic
+from pocketqa.data.formats import load_examples
+from pocketqa.data.squad import write_json_atomic
 from pocketqa.errors import PocketQAError
 from pocketqa.evaluation.curves import threshold_curve
 from pocketqa.evaluation.scoring import score_decoded
@@ -70,7 +71,7 @@ def write_card(
     scores_source = None
     plots: list[tuple[str, str]] = []
     if dev_path is not None:
-        examples = load_squad(dev_path)  # a bad file fails before the model loads
+        examples = load_examples(dev_path)  # a bad file fails before the model loads
         if not examples:
             raise PocketQAError(f"--dev {dev_path}: no questions in the file")
         qa = QuestionAnswerer.from_pretrained(model_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pocketqa.cli.common import answerer_args, load_answerer, model_args, number_type, output_file, window_args
+from pocketqa.cli.common import answerer_args, data_args, load_answerer, model_args, number_type, output_file, window_args
 from pocketqa.errors import PocketQAError
 
 answerable_rate = number_type(float, "a share", lambda v: 0.0 < v <= 1.0, "must be in (0, 1]")
@@ -20,8 +20,7 @@ def add_calibrate(sub) -> None:
     )
     model_args(p)
     window_args(p)
-    p.add_argument("--data", type=Path, required=True,
-                   help="the domain's questions, SQuAD JSON or .json.gz (unlabeled: \"answers\": [])")
+    data_args(p, offsets="repair")  # unlabeled questions: empty answers (SQuAD JSON "answers": [])
     p.add_argument("--answerable-rate", type=answerable_rate, default=None, metavar="R",
                    help="the share of these questions you expect to have an answer: abstain on the share 1 - R "
                         "(no labels needed; with labels, R still picks the threshold and the labels only score it)")
@@ -68,7 +67,7 @@ def cmd_calibrate(args) -> int:
     if args.out is not None:
         output_file(args.out, "--out", (("--data", args.data),))
     model_dir = save_target(args)
-    examples = load_calibration_questions(args.data)  # validate before loading the model
+    examples = load_calibration_questions(args.data, args.format, args.offsets)  # validate before loading the model
     check_method(examples, args.answerable_rate, str(args.data))
     qa = load_answerer(answerer_args(args, model_dir))
     report = calibrate(qa, examples, args.answerable_rate, resamples=args.bootstrap, seed=args.seed, progress=True)

@@ -221,3 +221,19 @@ def answerer_args(args, model_dir: Path | None) -> argparse.Namespace:
         return args
     # A new domain (or a new scoring rule in one): the default threshold is the one in use now.
     return argparse.Namespace(**{**vars(args), "domain": None})
+
+
+def data_args(p, offsets: str | None) -> None:
+    """``--data`` (any layout), ``--format`` and, where gold answers are read, ``--offsets``."""
+    from pocketqa.data.formats import FORMATS
+    from pocketqa.data.squad import OFFSET_MODES
+
+    p.add_argument("--data", required=True, metavar="FILE|hf:NAME[:CONFIG]:SPLIT",
+                   help="questions: SQuAD JSON, or squad_v2 rows in .parquet/.jsonl/.json/.csv (.gz too), "
+                        "or a datasets hub id (see docs/data.md)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="layout of --data (default: from its name)")
+    if offsets is not None:
+        p.add_argument("--offsets", choices=OFFSET_MODES, default=offsets,
+                       help=f"a gold answer_start that misses its text: strict refuses the file, repair moves it to "
+                            f"the nearest occurrence (dropping answers not in the context), ignore keeps it "
+                            f"(scores compare texts) (default {offsets})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pocketqa.cli.common import (answerer_args, finite_float, load_answerer, model_args, output_file, positive_int, window_args,
+from pocketqa.cli.common import (answerer_args, data_args, finite_float, load_answerer, model_args, output_file, positive_int, window_args,
                                  writable)
 from pocketqa.errors import PocketQAError
 
@@ -79,33 +79,62 @@ def distinct_spans(answers: list[dict], shown: list[dict]) -> list[dict]:
 
 
 def add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="predict answers for a SQuAD file (official prediction format)")
+    p = sub.add_parser("predict", help="predict answers for a data file (official JSON, JSON Lines or Parquet)")
     model_args(p)
     window_args(p)
-    p.add_argument("--data", type=Path, required=True, help="SQuAD 1.1/2.0 JSON or .json.gz")
-    p.add_argument("--out", type=Path, required=True, help="predictions JSON {qid: text}")
-    p.add_argument("--null-odds", type=Path, default=None, help="also write {qid: null_odds} (na-prob file)")
+    data_args(p, offsets=None)  # predict never reads gold answers
+    p.add_argument("--out", type=Path, required=True,
+                   help="predictions: .json is the official {qid: text}; .jsonl / .jsonl.gz / .parquet one row per "
+                        "question (id, answer, start, end, score, null_odds, answerability, abstained)")
+    p.add_argument("--null-odds", type=Path, default=None,
+                   help="also write {qid: null_odds} (na-prob file); the .json predictions then hold each question's "
+                        "best span, for the official script's --na-prob-thresh")
     p.add_argument("--threshold", type=finite_float, default=None,
                    help="abstain when null_odds > this (default: the threshold calibrated in the model's pocketqa.json, else 0)")
     p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args) -> int:
-    from pocketqa.evaluation.scoring import load_questions
+    import warnings
+
+    from pocketqa.data.predictions import row_format, write_prediction_rows
     from pocketqa.data.squad import write_json_atomic
+    from pocketqa.evaluation.scoring import load_questions
 
     output_file(args.out, "--out", (("--data", args.data),))
     if args.null_odds is not None:
         output_file(args.null_odds, "--null-odds", (("--data", args.data), ("--out", args.out)))
-    examples = load_questions(args.data)  # validate before loading the model
+    # Validated before the model loads; gold answers are not read, so a bad offset never stops a prediction.
+    examples = load_questions(args.data, args.format, offsets="ignore", gold=False)
+    blank = [ex.id for ex in examples if not ex.context.strip() or not ex.question.strip()]
+    if blank:
+        shown = ", ".join(repr(q) for q in blank[:5]) + (", ..." if len(blank) > 5 else "")
+        warnings.warn(f"{len(blank)} question(s) with an empty context or question get no answer (abstained): "
+                      f"ids {shown}", UserWarning, stacklevel=1)
+    skipped = set(blank)
+    todo = [ex for ex in examples if ex.id not in skipped]
     qa = load_answerer(args, threshold=args.threshold)
-    preds, odds = qa.predict(examples, progress=True)
-    write_json_atomic(preds, args.out, indent=2)
-    if args.null_odds:
-        write_json_atomic(odds, args.null_odds, indent=2)
-    print(f"wrote {len(preds)} predictions to {args.out}" + (f" and null odds to {args.null_odds}" if args.null_odds else ""))
+    decoded = qa.decode_examples(todo, progress=True)
+    rows = {r["id"]: r for r in qa.records(todo, decoded, qa.threshold)}
+    best = {ex.id: (d.spans[0].text if d.spans else "") for ex, d in zip(todo, decoded)}
+    for qid in blank:
+        rows[qid] = {"id": qid, "answer": "", "start": None, "end": None, "score": 1.0, "null_odds": 1e6,
+                     "answerability": 0.0, "abstained": True}
+    rows = [rows[ex.id] for ex in examples]
+    if row_format(args.out) is not None:
+        write_prediction_rows(args.out, rows, {"model": qa.name, "threshold": qa.threshold, "data": str(args.data)})
+    elif args.null_odds is not None:
+        # The official scorer thresholds the na-prob file itself (--na-prob-thresh) and searches its best
+        # threshold over it; on answers already thresholded here that search comes out wrong.
+        write_json_atomic({ex.id: best.get(ex.id, "") for ex in examples}, args.out, indent=2)
+        print(f"{args.out} holds each question's best span (not thresholded at {qa.threshold:g}): score it with "
+              f"the official --na-prob-file {args.null_odds} and --na-prob-thresh")
+    else:
+        write_json_atomic({r["id"]: r["answer"] for r in rows}, args.out, indent=2)
+    if args.null_odds is not None:
+        write_json_atomic({r["id"]: r["null_odds"] for r in rows}, args.null_odds, indent=2)
+    print(f"wrote {len(rows)} predictions to {args.out}" + (f" and null odds to {args.null_odds}" if args.null_odds else ""))
     return 0
-
 
 
 def add_evaluate(sub) -> None:
@@ -115,12 +144,16 @@ def add_evaluate(sub) -> None:
     )
     model_args(p)
     window_args(p)
-    p.add_argument("--data", type=Path, required=True)
+    data_args(p, offsets="repair")
     p.add_argument("--predictions", type=Path, default=None, help="predictions JSON (else --model predicts)")
     p.add_argument("--null-odds", type=Path, default=None, help="na-prob file, as the official --na-prob-file")
     p.add_argument("--na-prob-thresh", type=finite_float, default=1.0, help="as the official script (with --null-odds)")
     p.add_argument("--null-threshold", type=finite_float, default=None, help="with --model: abstain when null_odds > T")
-    p.add_argument("--save-threshold", action="store_true", help="with --model: store the best-F1 threshold (under --domain NAME when given)")
+    p.add_argument("--save-threshold", action="store_true",
+                   help="with --model: store the best-F1 threshold (under --domain NAME when given)")
+    p.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
+                   help="with --model: write predictions.json (best spans), null_odds.json and predictions.jsonl "
+                        "(one row per question) into DIR")
     p.add_argument("--out", type=Path, default=None, help="write the scores JSON here")
     p.set_defaults(func=cmd_evaluate)
 
@@ -131,13 +164,18 @@ def cmd_evaluate(args) -> int:
     if args.out is not None:
         output_file(args.out, "--out", (("--data", args.data), ("--predictions", args.predictions),
                                          ("--null-odds", args.null_odds)))
+    if args.save_predictions is not None:
+        if args.save_predictions.exists() and not args.save_predictions.is_dir():
+            raise PocketQAError(f"--save-predictions {args.save_predictions}: is a file, expected a directory")
+        writable(args.save_predictions, "--save-predictions")
     if args.predictions is not None:
         if args.model is not None or args.null_threshold is not None:
             raise PocketQAError("--model / --null-threshold score a model; with --predictions the file is scored "
                                 "(its abstentions are in it; see --null-odds and --na-prob-thresh)")
-        if args.save_threshold:
-            raise PocketQAError("--save-threshold needs --model (it writes into the model directory)")
-        scores = evaluate_files(args.data, args.predictions, args.null_odds, args.na_prob_thresh)
+        if args.save_threshold or args.save_predictions is not None:
+            raise PocketQAError("--save-threshold and --save-predictions need --model (they save a model's results)")
+        scores = evaluate_files(args.data, args.predictions, args.null_odds, args.na_prob_thresh,
+                                data_format=args.format, offsets=args.offsets)
         print(json.dumps(scores, indent=2))
     else:
         if args.null_odds is not None:
@@ -150,6 +188,7 @@ def cmd_evaluate(args) -> int:
             writable(model_dir, "--model")
         qa = load_answerer(answerer_args(args, model_dir), threshold=args.null_threshold)
         report = evaluate_model(qa, args.data, save_threshold=args.save_threshold, model_arg=args.model,
+                                data_format=args.format, offsets=args.offsets, save_predictions=args.save_predictions,
                                 domain=args.domain)
         print(report["table"])
         scores = report["scores"]

@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from pocketqa import __version__
-from pocketqa.cli import calibrate, inference, models, recipes, serving, training
+from pocketqa.cli import calibrate, data, inference, models, recipes, serving, training
 from pocketqa.errors import PocketQAError
 
 
@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 # The order of the commands in `pocketqa --help`.
-GROUPS = (inference, calibrate, serving, training, models, recipes)
+GROUPS = (inference, calibrate, data, serving, training, models, recipes)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,9 +42,9 @@ def cmd_export(args) -> int:
     writable(args.out, "--out")
     examples = None
     if args.check is not None:
-        from pocketqa.data.squad import load_squad
+        from pocketqa.data.formats import load_examples
 
-        examples = load_squad(args.check)
+        examples = load_examples(args.check)
         if args.check_limit is not None:
             if args.check_limit < 1:
                 raise PocketQAError(f"--check-limit must be >= 1, found {args.check_limit}")

@@ -100,7 +100,7 @@ def add_augment(sub) -> None:
         "candidates); answers are never touched and every answer_start is recomputed. "
         "With --merge SHARD...: concatenate the outputs of a --shard K/N run into --out.",
     )
-    p.add_argument("--data", type=Path, default=None, help="SQuAD 1.1/2.0 JSON or .json.gz to augment")
+    p.add_argument("--data", type=Path, default=None, help="data to augment: SQuAD JSON or squad_v2 rows (.parquet, .jsonl, .csv; see docs/data.md)")
     p.add_argument("--out", type=Path, required=True, help="output SQuAD 2.0 JSON (.json or .json.gz)")
     p.add_argument("--mlm", default=None, help="masked-LM dir, hub id or pip:NAME (bert-base-uncased as in TinyBERT)")
     p.add_argument("--word-vectors", type=Path, default=None, help="GloVe text file for multi-piece words")

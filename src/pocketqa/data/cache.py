@@ -17,14 +17,14 @@ import zipfile
 import zlib
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.errors import PocketQAError
-from pocketqa.data.squad import load_squad
+from pocketqa.data.formats import HF_PREFIX, load_examples
 
 # Bump when the cached array layout or the labelling rules change: old caches are then ignored.
 CACHE_VERSION = 1
@@ -68,6 +68,19 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def data_sha256(source: str | os.PathLike, data_format: str | None = None, offsets: str = "strict") -> str:
+    """Checksum of the examples a data source gives under an offsets mode.
+
+    A file's bytes (mixed with the mode unless strict, since repair changes the examples);
+    a hub id's examples themselves, as there is no file to hash.
+    """
+    if str(source).startswith(HF_PREFIX) or data_format == "hf":
+        rows = [asdict(ex) for ex in load_examples(source, format=data_format, offsets=offsets)]
+        return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    sha = file_sha256(source)
+    return sha if offsets == "strict" else hashlib.sha256(f"{sha}:offsets={offsets}".encode()).hexdigest()
+
+
 def feature_cache_key(tokenizer, data_sha256: str, window: WindowConfig) -> str:
     """sha256 over the tokenizer's full definition, the data checksum and the window settings."""
     h = hashlib.sha256()
@@ -97,11 +110,14 @@ def load_train_features(
     progress: bool = True,
     chunk_size: int = 1000,
     workers: int | None = None,
+    data_format: str | None = None,
+    offsets: str = "strict",
 ) -> TrainData:
-    """Windows and labels of a SQuAD file, tokenised once and then read from the cache.
+    """Windows and labels of a data file, tokenised once and then read from the cache.
 
     Args:
-        path: SQuAD 1.1/2.0 JSON or .json.gz.
+        path: Any source :func:`pocketqa.data.formats.load_examples` reads (SQuAD JSON,
+            Parquet, JSON Lines, CSV, ``hf:`` ids).
         tokenizer: A fast tokenizer.
         window: Window sizes.
         cache_dir: Where ``train-<key>.npz`` files live (default: ``default_cache_dir()``).
@@ -111,14 +127,17 @@ def load_train_features(
         chunk_size: Examples per ``make_features`` call.
         workers: Processes that tokenise chunks in parallel (None: up to 8 for big files;
             transformers turns encodings into Python lists on one core, so this pays).
+        data_format: The format of ``path`` (default: from its name).
+        offsets: ``strict`` or ``repair`` (see :mod:`pocketqa.data.rows`); part of the cache key.
     """
-    data_sha = file_sha256(path)
+    data_sha = data_sha256(path, data_format, offsets)
     key = feature_cache_key(tokenizer, data_sha, window)
     cache_path = Path(cache_dir or default_cache_dir()).expanduser() / f"train-{key[:32]}.npz"
     cached = _read_cache(cache_path, key, data_sha)
     if cached is not None:
         return cached
-    data = _tokenise(path, tokenizer, window, data_sha, progress, chunk_size, workers)
+    examples = load_examples(path, format=data_format, offsets=offsets)
+    data = _tokenise(examples, path, tokenizer, window, data_sha, progress, chunk_size, workers)
     _write_cache(cache_path, key, data)
     return data
 
@@ -143,15 +162,13 @@ def _chunk_arrays(first: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _tokenise(path, tokenizer, window, data_sha, progress, chunk_size, workers) -> TrainData:
+def _tokenise(examples, path, tokenizer, window, data_sha, progress, chunk_size, workers) -> TrainData:
     global _FORK_JOB
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm.auto import tqdm
 
-
-    examples = load_squad(path)
     if not examples:
         raise PocketQAError(f"{path}: no training examples")
     firsts = list(range(0, len(examples), chunk_size))
@@ -239,13 +256,16 @@ def load_data(
     window: WindowConfig,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    data_format: str | None = None,
+    offsets: str = "strict",
 ) -> TrainData:
-    """Training windows of one or more SQuAD files, concatenated in order.
+    """Training windows of one or more data files, concatenated in order.
 
     Each file goes through :func:`pocketqa.data.cache.load_train_features`, so its windows
     are tokenised once and read back from the feature cache on later runs.
     """
-    parts = [load_train_features(p, tokenizer, window, cache_dir=cache_dir, progress=progress) for p in paths]
+    parts = [load_train_features(p, tokenizer, window, cache_dir=cache_dir, progress=progress,
+                                 data_format=data_format, offsets=offsets) for p in paths]
     if len(parts) == 1:
         return parts[0]
     offsets = np.cumsum([0] + [len(d.input_ids) for d in parts[:-1]])

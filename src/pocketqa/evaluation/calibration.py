@@ -30,13 +30,14 @@ CONFIDENCE = 0.95  # the bootstrap interval's coverage
 _BLOCK_CELLS = 4_000_000  # resampled question slots per numpy block (bounds the bootstrap's memory)
 
 
-def load_calibration_questions(path) -> list:
-    """The questions of a calibration file: the one place calibration reads data.
+def load_calibration_questions(path, data_format: str | None = None, offsets: str = "repair") -> list:
+    """The questions of a calibration source: the one place calibration reads data.
 
-    Today SQuAD JSON (.json / .json.gz); unlabeled questions are written with
-    ``"answers": []``.
+    Any layout ``load_examples`` reads; unlabeled questions have empty answers (SQuAD JSON
+    ``"answers": []``, rows with an empty ``answers.text``). Scores compare texts, so gold
+    offsets are repaired by default, as in ``evaluate``.
     """
-    return load_questions(path)
+    return load_questions(path, data_format=data_format, offsets=offsets)
 
 
 def has_labels(examples) -> bool:

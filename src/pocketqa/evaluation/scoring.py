@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
-from pocketqa.data.squad import load_squad, read_json, to_squad_json
+from pocketqa.data.formats import load_examples
+from pocketqa.data.predictions import write_prediction_rows
+from pocketqa.data.squad import read_json, to_squad_json, write_json_atomic
 from pocketqa.errors import PocketQAError
 from pocketqa.evaluation.metrics import squad_v2_eval
 from pocketqa.modeldir import store_threshold
@@ -15,9 +18,15 @@ from pocketqa.models import resolve_model
 BEST_KEYS = ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
 
 
-def load_questions(path: str | os.PathLike) -> list:
-    """load_squad, refusing a file with no questions (nothing to score)."""
-    examples = load_squad(path)
+def load_questions(
+    path, data_format: str | None = None, offsets: str = "repair", gold: bool = True
+) -> list:
+    """``load_examples`` (any format), refusing a source with no questions (nothing to score or predict).
+
+    Scoring compares answer texts only (as the official evaluate-v2.0.py), so offsets
+    default to ``repair``; prediction passes ``gold=False`` and never reads answers.
+    """
+    examples = load_examples(path, format=data_format, offsets=offsets, gold=gold)
     if not examples:
         raise PocketQAError(f"{path}: the file holds no questions")
     return examples
@@ -42,6 +51,8 @@ def evaluate_files(
     predictions_path: str | os.PathLike,
     null_odds_path: str | os.PathLike | None = None,
     na_prob_thresh: float = 1.0,
+    data_format: str | None = None,
+    offsets: str = "repair",
 ) -> dict:
     """The official evaluate-v2.0.py on files: same inputs, same output keys.
 
@@ -49,7 +60,7 @@ def evaluate_files(
     ``na_prob_thresh`` of --na-prob-thresh): questions whose odds exceed it count as
     answered "" for exact/f1, and best_* thresholds are searched over the odds.
     """
-    examples = load_questions(data_path)
+    examples = load_questions(data_path, data_format, offsets)
     preds = _read_prediction_map(predictions_path, "prediction", str)
     odds = None
     if null_odds_path is not None:
@@ -115,6 +126,9 @@ def format_table(scores: dict) -> str:
     for name, em, f1, n in rows:
         if n:
             lines.append(f"{name:<8}{em:>8.2f}{f1:>8.2f}{n:>8d}")
+    if "questions_per_second" in scores:
+        lines.append(f"{scores['total']} questions in {scores['seconds']:.1f} s "
+                     f"({scores['questions_per_second']:.1f} questions/s)")
     lines.append(
         f"threshold {scores['threshold']:.4f}; best F1 {scores['best_f1']:.2f} at {scores['best_f1_thresh']:.4f}, "
         f"best EM {scores['best_exact']:.2f} at {scores['best_exact_thresh']:.4f}"
@@ -122,18 +136,44 @@ def format_table(scores: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = False, model_arg=None,
-                   domain: str | None = None) -> dict:
-    """Predicts and scores a data file; optionally stores the best-F1 threshold in the model dir.
+def evaluate_model(
+    qa,
+    data_path,
+    save_threshold: bool = False,
+    model_arg=None,
+    data_format: str | None = None,
+    offsets: str = "repair",
+    save_predictions: str | os.PathLike | None = None,
+    domain: str | None = None,
+) -> dict:
+    """Predicts and scores a data source; optionally stores the best-F1 threshold in the model dir.
 
     ``qa`` is any object with ``decode_examples`` and the decoding settings of a
     ``QuestionAnswerer`` (threshold, scoring, n_best, max_answer_length, align_to_words):
-    evaluation needs nothing else from inference.
+    evaluation needs nothing else from inference (``save_predictions`` also needs ``records``).
 
-    Returns {"scores": official keys + best_* + threshold, "table": text}.
+    Args:
+        qa: The answerer.
+        data_path: Any source ``load_examples`` reads.
+        save_threshold: Store the best-F1 threshold in ``model_arg``'s pocketqa.json.
+        model_arg: The model as the user named it.
+        data_format / offsets: How to read ``data_path``.
+        save_predictions: A directory to write ``predictions.json`` (each question's best
+            span, for the official script with ``--na-prob-file null_odds.json``),
+            ``null_odds.json`` and ``predictions.jsonl`` (one row per question, thresholded).
+
+    Returns {"scores": official keys + best_* + threshold + seconds and questions_per_second,
+    "table": text}.
     """
-    examples = load_questions(data_path)
-    scores = score_answerer(qa, examples, progress=True)
+    examples = load_questions(data_path, data_format, offsets)
+    started = time.perf_counter()
+    decoded = qa.decode_examples(examples, progress=True)
+    seconds = time.perf_counter() - started
+    scores = score_decoded(examples, decoded, qa.threshold)
+    scores["seconds"] = round(seconds, 3)
+    scores["questions_per_second"] = round(len(examples) / seconds, 2) if seconds > 0 else None
+    if save_predictions is not None:
+        save_prediction_files(save_predictions, qa, examples, decoded)
     if save_threshold:
         model_dir = Path(resolve_model(model_arg))
         if not model_dir.is_dir():
@@ -147,3 +187,20 @@ def evaluate_model(qa, data_path: str | os.PathLike, save_threshold: bool = Fals
         store_threshold(model_dir, qa.scoring, scores["best_f1_thresh"], calibration, domain=domain)
         scores["saved_threshold"] = scores["best_f1_thresh"]
     return {"scores": scores, "table": format_table(scores)}
+
+
+def save_prediction_files(directory: str | os.PathLike, qa, examples, decoded) -> None:
+    """``predictions.json`` (best spans), ``null_odds.json`` and ``predictions.jsonl`` (rows) in ``directory``.
+
+    The official evaluate-v2.0.py thresholds with its own ``--na-prob-thresh`` and searches
+    the best threshold over the na-prob file, which is only right on each question's best
+    span; the thresholded decisions are in the rows (``abstained``).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json_atomic({ex.id: (d.spans[0].text if d.spans else "") for ex, d in zip(examples, decoded)},
+                      directory / "predictions.json", indent=2)
+    write_json_atomic({ex.id: max(-1e6, min(1e6, d.null_odds)) for ex, d in zip(examples, decoded)},  # JSON has no inf
+                      directory / "null_odds.json", indent=2)
+    write_prediction_rows(directory / "predictions.jsonl", qa.records(examples, decoded, qa.threshold),
+                          {"threshold": qa.threshold})

@@ -203,12 +203,12 @@ class QuestionAnswerer:
         invariant = getattr(self.backend, "batch_invariant", True)  # optional for backends users write
         batches = length_sorted_batches(features.lengths, self.batch_size if invariant else 1)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        it = batches
-        if progress:
+        bar = None
+        if progress:  # counts windows (what the model runs on), not batches of uneven size
             from tqdm.auto import tqdm
 
-            it = tqdm(batches, desc="predict", unit="batch")
-        for idx in it:
+            bar = tqdm(total=len(features), desc="predict", unit="window")
+        for idx in batches:
             batch = pad_batch(features, idx, pad_id, self.backend.input_names)
             s, e = self.backend(batch)
             for row, w in enumerate(idx.tolist()):
@@ -221,6 +221,10 @@ class QuestionAnswerer:
                         f"{self.name or 'model'}: the model gave NaN logits for a window of {n} tokens; its weights "
                         "hold NaN or a half-precision run overflowed (load it in float32)"
                     )
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
         return starts, ends
 
     def decode_examples(self, examples: Sequence[Example], progress: bool = False) -> list[Decoded]:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 from pocketqa.config import device_name, setting, validate
 from pocketqa.data.features import WindowConfig
+from pocketqa.data.formats import FORMATS
+from pocketqa.data.squad import OFFSET_MODES
 from pocketqa.errors import ConfigError
 from pocketqa.training.layer_map import parse_layer_map
 
@@ -24,6 +26,9 @@ BRIDGES = ("auto", "off")
 # The help of the settings both commands share.
 _DEVICE_HELP = "cpu, cuda, cuda:1 ... (default: cuda when available)"
 _WARMUP_HELP = "linear warmup: a fraction of the steps if < 1, else a number of steps"
+_FORMAT_HELP = "layout of the data files (default: from each name; see docs/data.md)"
+_OFFSETS_HELP = ("a wrong answer_start: strict refuses the file; repair moves it to the nearest occurrence of its "
+                 "text and drops answers whose text is not in the context (one summary line)")
 
 
 @dataclass
@@ -38,10 +43,12 @@ class TrainConfig:
     model: str | None = setting(
         None, "base model: HF dir, hub id or pip:NAME (a QA head is added if missing)", group="model", path="model"
     )
-    train: str | None = setting(None, "SQuAD 1.1/2.0 training file (.json / .json.gz)", group="data",
+    train: str | None = setting(None, "training data: SQuAD JSON, squad_v2 rows (.parquet, .jsonl, .csv) or hf:NAME:SPLIT", group="data",
                                 path="input", metavar="FILE")
     dev: str | None = setting(None, "dev file: evaluated at the end (and every --eval-steps); its best-F1 "
                               "threshold is stored", group="data", path="input", metavar="FILE")
+    format: str | None = setting(None, _FORMAT_HELP, group="data", choices=FORMATS)
+    offsets: str = setting("strict", _OFFSETS_HELP, group="data", choices=OFFSET_MODES[:2])
     out: str | None = setting(None, "output directory (HF checkpoint, tokenizer, pocketqa.json, log.jsonl)",
                               group="output", metavar="DIR")
     name: str | None = setting(None, "display name stored in pocketqa.json (default: the --out dir's name)",
@@ -153,6 +160,8 @@ class DistillConfig:
                                       path="input", metavar="FILE", default_factory=list)
     dev: str | None = setting(None, "dev file: evaluated after stage 2; its best-F1 threshold is stored",
                               group="data", path="input", metavar="FILE")
+    format: str | None = setting(None, _FORMAT_HELP, group="data", choices=FORMATS)
+    offsets: str = setting("strict", _OFFSETS_HELP, group="data", choices=OFFSET_MODES[:2])
     stage: str = setting("both", "which stages to run: 1 (intermediate layers), 2 (prediction layer) or both",
                          group="stages", choices=STAGES)
     student: str | None = setting(None, "student checkpoint (e.g. a stage-1 output for --stage 2)", group="model",

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 
 from pocketqa.data.cache import load_data
-from pocketqa.data.squad import load_squad
+from pocketqa.data.formats import HF_PREFIX, load_examples
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.evaluation.scoring import evaluate_model
 from pocketqa.inference.answerer import QuestionAnswerer
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
 def _preflight(cfg: DistillConfig) -> None:
     problems = []
     for p in [*cfg.train, *cfg.stage1_train, *([cfg.dev] if cfg.dev else [])]:
-        if not Path(p).is_file():
+        if not str(p).startswith(HF_PREFIX) and not Path(p).is_file():
             problems.append(f"{p}: no such data file")
     out = Path(cfg.out)
     if cfg.resume and cfg.overwrite:
@@ -120,7 +120,7 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
 
     _preflight(cfg)
     if cfg.dev:
-        load_squad(cfg.dev)  # a malformed dev file fails now, not after both stages have trained
+        load_examples(cfg.dev, format=cfg.format, offsets=cfg.offsets)  # a malformed dev file fails now, not after both stages have trained
     load_teacher = load_teacher or (lambda path, device: load_qa_model(path, device=device, dtype=torch.float32))
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(cfg.precision, device)
@@ -148,18 +148,20 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
     attention = cfg.attention_loss and run_stage1
     teacher = load_teacher(teacher_path, device) if run_stage1 else None
     needs_bridge = cfg.bridge == "auto" and teacher_tok.get_vocab() != tokenizer.get_vocab()
-    samples = bridge_samples(cfg.train) if needs_bridge else []
+    samples = bridge_samples(cfg.train, data_format=cfg.format) if needs_bridge else []
     bridge, vocab_problem = plan_vocabulary(teacher_tok, tokenizer, cfg.bridge, samples)
     layer_map = check_pair(
         teacher_config, student.config, teacher_tok, tokenizer, cfg.layer_map, attention, run_stage1,
         teacher_model=teacher, student_model=student, bridge=bridge, vocab_problem=vocab_problem,
     )
     stage1_files = cfg.stage1_train or cfg.train
-    stage1_data = load_data(stage1_files, tokenizer, window, cfg.cache_dir, progress) if run_stage1 else None
+    stage1_data = (load_data(stage1_files, tokenizer, window, cfg.cache_dir, progress, cfg.format, cfg.offsets)
+                   if run_stage1 else None)
     stage2_data = None
     if run_stage2:
         same = stage1_data is not None and stage1_files == cfg.train
-        stage2_data = stage1_data if same else load_data(cfg.train, tokenizer, window, cfg.cache_dir, progress)
+        stage2_data = stage1_data if same else load_data(cfg.train, tokenizer, window, cfg.cache_dir, progress,
+                                                                   cfg.format, cfg.offsets)
     # Only now, with models and data loaded, is ``out`` touched: bad input leaves an earlier run intact.
     if cfg.overwrite and out.is_dir():
         for name in (LOG_FILE, META_FILE):
@@ -251,7 +253,8 @@ def distill(cfg: DistillConfig, progress: bool = True, load_teacher: Callable[[s
         save_student(student, tokenizer, out, meta)
         if cfg.dev:
             qa = QuestionAnswerer.from_pretrained(str(out), device=device, threshold=0.0)
-            summary["dev"] = evaluate_model(qa, cfg.dev, save_threshold=True, model_arg=str(out))["scores"]
+            summary["dev"] = evaluate_model(qa, cfg.dev, save_threshold=True, model_arg=str(out),
+                                            data_format=cfg.format, offsets=cfg.offsets)["scores"]
             update_meta(out, metrics=summary["dev"], distill={"stage": 2, **summary})
     summary["out"] = str(out)
     return summary

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pocketqa.data.batching import batch_order, epoch_seed, iterate_batches, to_device
-from pocketqa.data.cache import TrainData, file_sha256, load_train_features
+from pocketqa.data.cache import TrainData, data_sha256, load_train_features
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.evaluation.scoring import score_answerer
 from pocketqa.inference.answerer import QuestionAnswerer
@@ -47,7 +47,7 @@ from pocketqa.training.losses import span_loss
 from pocketqa.training.optim import build_optimizer, build_scheduler, total_steps, warmup_steps_for
 from pocketqa.training.precision import autocast, grad_scaler, precision_warning, resolve_precision
 from pocketqa.training.runlog import LOG_FILE, LossMeter, RunLog, progress_bar
-from pocketqa.data.squad import load_squad
+from pocketqa.data.formats import HF_PREFIX, load_examples
 
 
 def train(config: TrainConfig) -> dict:
@@ -165,7 +165,7 @@ def _check_inputs(config: TrainConfig, out: Path, world: int) -> Path | None:
     Returns the checkpoint to resume from (None for a fresh run).
     """
     missing = [f"{name} file {p} does not exist" for name, p in (("train", config.train), ("dev", config.dev))
-               if p and not Path(p).is_file()]
+               if p and not str(p).startswith(HF_PREFIX) and not Path(p).is_file()]
     if missing:
         raise PocketQAError("; ".join(missing))
     resume_from = None
@@ -196,13 +196,16 @@ def _load_data(config: TrainConfig, tokenizer, is_main: bool) -> tuple[TrainData
     """The training windows (rank 0 tokenises and fills the cache, the others then read it)
     and, on rank 0 with a dev file, the dev examples."""
 
-    dev_examples = load_squad(config.dev) if config.dev and is_main else None
+    dev_examples = (load_examples(config.dev, format=config.format, offsets=config.offsets)
+                    if config.dev and is_main else None)
     data = None
     if is_main:
-        data = load_train_features(config.train, tokenizer, config.window, config.cache_dir)
+        data = load_train_features(config.train, tokenizer, config.window, config.cache_dir,
+                                   data_format=config.format, offsets=config.offsets)
     barrier()
     if data is None:
-        data = load_train_features(config.train, tokenizer, config.window, config.cache_dir, progress=False)
+        data = load_train_features(config.train, tokenizer, config.window, config.cache_dir, progress=False,
+                                   data_format=config.format, offsets=config.offsets)
     return data, dev_examples
 
 
@@ -265,7 +268,8 @@ def _model_meta(config: TrainConfig, out: Path, data: TrainData) -> dict:
         "data": {"train": {"path": str(config.train), "sha256": data.data_sha256}},
     }
     if config.dev:
-        meta["data"]["dev"] = {"path": str(config.dev), "sha256": file_sha256(config.dev)}
+        meta["data"]["dev"] = {"path": str(config.dev),
+                               "sha256": data_sha256(config.dev, config.format, config.offsets)}
     return meta
 
 

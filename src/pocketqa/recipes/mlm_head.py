@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pocketqa.augment.mlm import default_device, head_module, load_masked_lm, special_template
-from pocketqa.data.squad import load_squad
+from pocketqa.data.formats import load_examples
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.recipes.configs import MLMHeadConfig
 from pocketqa.models import save_qa_model
@@ -53,7 +53,7 @@ def fit_mlm_head(
     import torch
     import torch.nn.functional as F
 
-    contexts = list(dict.fromkeys(ex.context for ex in load_squad(data)))
+    contexts = list(dict.fromkeys(ex.context for ex in load_examples(data)))
     if len(contexts) <= config.eval_contexts:
         raise ConfigError(
             f"{data}: {len(contexts)} distinct contexts, need more than --eval-contexts ({config.eval_contexts})"

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pocketqa.data.squad import iter_examples, read_json
+from pocketqa.data.formats import load_examples
 from pocketqa.errors import ConfigError, PocketQAError
 from pocketqa.training.attention import tap_problem
 from pocketqa.training.layer_map import parse_layer_map, uniform_layer_map
@@ -42,7 +42,9 @@ def _vocab_problem(teacher_tok, student_tok) -> str | None:
     return None
 
 
-def bridge_samples(paths: Sequence[str | os.PathLike], limit: int = BRIDGE_SAMPLES) -> list[str]:
+def bridge_samples(
+    paths: Sequence[str | os.PathLike], limit: int = BRIDGE_SAMPLES, data_format: str | None = None
+) -> list[str]:
     """Questions and contexts spread over SQuAD files, to check a vocabulary bridge on.
 
     Two thirds questions, one third contexts, taken evenly over each file: SQuAD files are
@@ -53,7 +55,7 @@ def bridge_samples(paths: Sequence[str | os.PathLike], limit: int = BRIDGE_SAMPL
     n_questions = per_file * 2 // 3
     texts: list[str] = []
     for path in paths:
-        examples = list(iter_examples(read_json(path), source=path))
+        examples = load_examples(path, format=data_format, offsets="ignore")  # texts only
         picked = examples[:: max(1, len(examples) // n_questions)][:n_questions]
         texts += [e.question for e in picked]
         texts += list(dict.fromkeys(e.context for e in picked))[: per_file - n_questions]

@@ -158,7 +158,9 @@ def cache_key_parts(
         "format": CACHE_FORMAT,
         "teacher": teacher_sha256,
         "tokenizer": tokenizer_fingerprint(tokenizer),
-        "data": [file_sha256(p) for p in data_paths],
+        # a hub id has no file: its name stands in (the windows fingerprint covers the content)
+        "data": [file_sha256(p) if Path(p).is_file() else hashlib.sha256(str(p).encode()).hexdigest()
+                 for p in data_paths],
         "window": window.to_dict(),
         "windows": windows_fingerprint(data),
         "precision": precision,
