@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pocketqa.data.features import WindowConfig
+from pocketqa.data.features import WindowConfig, length_sorted_batches
 from pocketqa.data.squad import Example
 from pocketqa.data.tokenizer import as_window_tokenizer
 from pocketqa.inference.decode import Decoded, Span
@@ -302,3 +302,42 @@ def decode_features(
             )
         )
     return out
+
+
+def pad_batch(
+    features: Features, indices: Sequence[int], pad_id: int, input_names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Pads the windows at ``indices`` to their longest one (per-batch padding).
+
+    Returns int64 arrays keyed by model input name (input_ids, attention_mask and,
+    when asked for and available, token_type_ids).
+    """
+    width = max(len(features.input_ids[i]) for i in indices)
+    n = len(indices)
+    input_ids = np.full((n, width), pad_id, dtype=np.int64)
+    attention = np.zeros((n, width), dtype=np.int64)
+    types = np.zeros((n, width), dtype=np.int64)
+    for row, i in enumerate(indices):
+        ids = features.input_ids[i]
+        input_ids[row, : len(ids)] = ids
+        attention[row, : len(ids)] = 1
+        if features.token_type_ids is not None:
+            types[row, : len(ids)] = features.token_type_ids[i]
+    batch = {"input_ids": input_ids, "attention_mask": attention}
+    if "token_type_ids" in input_names:
+        batch["token_type_ids"] = types
+    return batch
+
+
+def logits(features: Features, backend, batch_size: int, pad_id: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``QuestionAnswerer.logits`` as it was (without its progress bar and NaN check)."""
+    starts: list[np.ndarray | None] = [None] * len(features)
+    ends: list[np.ndarray | None] = [None] * len(features)
+    for idx in length_sorted_batches(features.lengths, batch_size):
+        batch = pad_batch(features, idx, pad_id, backend.input_names)
+        s, e = backend(batch)
+        for row, w in enumerate(idx.tolist()):
+            n = len(features.input_ids[w])
+            starts[w] = s[row, :n]
+            ends[w] = e[row, :n]
+    return starts, ends

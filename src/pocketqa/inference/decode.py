@@ -158,7 +158,7 @@ def decode_example(
 class _Windows:
     """Padded per-window arrays the logits rule reads (row w = window w).
 
-    starts / ends: float64 [n, width] logits; lengths: tokens per window; char_start /
+    starts / ends: float32 or float64 [n, width] logits; lengths: tokens per window; char_start /
     char_end: context characters per token (-1 outside the context); cls_index: the null
     position per window; example_index: each window's question (windows of a question
     contiguous and in order).
@@ -174,10 +174,15 @@ class _Windows:
 
 
 def _padded(logits, lengths: np.ndarray, width: int) -> np.ndarray:
-    """float64 [n, width] of per-window logits (a 2-D array, or one array per window); 0 past each length."""
+    """[n, width] per-window logits (a 2-D array, or one array per window); 0 past each length.
+
+    float32 stays float32 (half the memory to sort through); anything else becomes float64.
+    Scores are always added up in float64, as utils_qa's.
+    """
     if isinstance(logits, np.ndarray) and logits.ndim == 2 and logits.shape[1] >= width:
-        return np.asarray(logits[:, :width], dtype=np.float64)
-    out = np.zeros((len(lengths), width), dtype=np.float64)
+        return logits[:, :width] if logits.dtype == np.float32 else np.asarray(logits[:, :width], dtype=np.float64)
+    dtypes = {getattr(x, "dtype", None) for x in logits}
+    out = np.zeros((len(lengths), width), dtype=np.float32 if dtypes == {np.dtype(np.float32)} else np.float64)
     for w, n in enumerate(lengths.tolist()):
         out[w, :n] = logits[w][:n]
     return out
@@ -210,7 +215,7 @@ def _top(x: np.ndarray, lengths: np.ndarray, n: int) -> np.ndarray:
     top = np.where(real, top, -1)[:, :k]
     for w in np.flatnonzero(tied).tolist():
         n_w = int(lengths[w])
-        exact = np.argsort(x[w, :n_w])[-1 : -n - 1 : -1]
+        exact = np.argsort(x[w, :n_w].astype(np.float64))[-1 : -n - 1 : -1]
         top[w] = -1
         top[w, : len(exact)] = exact
     return top
@@ -226,7 +231,7 @@ def _decode_logits(contexts: Sequence[str], windows: _Windows, n_best: int, max_
     w = windows
     n_windows = len(w.lengths)
     rows = np.arange(n_windows)
-    null_per_window = w.starts[rows, w.cls_index] + w.ends[rows, w.cls_index]
+    null_per_window = w.starts[rows, w.cls_index].astype(np.float64) + w.ends[rows, w.cls_index]
     null = np.full(len(contexts), np.inf)
     np.minimum.at(null, w.example_index, null_per_window)
     # Candidates: top starts x top ends of each window, in utils_qa's order (window, start
@@ -237,10 +242,11 @@ def _decode_logits(contexts: Sequence[str], windows: _Windows, n_best: int, max_
     s_ok = (s_top >= 0) & np.take_along_axis(in_context, s_at, axis=1)
     e_ok = (e_top >= 0) & np.take_along_axis(in_context, e_at, axis=1)
     s_grid, e_grid = s_top[:, :, None], e_top[:, None, :]
+    k = s_top.shape[1]
     valid = (s_ok[:, :, None] & e_ok[:, None, :] & (e_grid >= s_grid)
-             & (e_grid - s_grid + 1 <= max_answer_length)).reshape(n_windows, -1)
-    scores = (np.take_along_axis(w.starts, s_at, axis=1)[:, :, None]
-              + np.take_along_axis(w.ends, e_at, axis=1)[:, None, :]).reshape(n_windows, -1)
+             & (e_grid - s_grid + 1 <= max_answer_length)).reshape(n_windows, k * k)
+    scores = (np.take_along_axis(w.starts, s_at, axis=1).astype(np.float64)[:, :, None]
+              + np.take_along_axis(w.ends, e_at, axis=1).astype(np.float64)[:, None, :]).reshape(n_windows, k * k)
     if valid.shape[1] > n_best:
         # A span below its window's n_best-th score is below the n_best-th of its question
         # too: only spans scoring at least that (ties included) can be kept.
@@ -249,7 +255,6 @@ def _decode_logits(contexts: Sequence[str], windows: _Windows, n_best: int, max_
         valid &= (masked >= np.where(np.isnan(floor), -np.inf, floor)[:, None]) | np.isnan(masked)
     cand_w, cand_flat = np.nonzero(valid)
     cand_score = scores[cand_w, cand_flat]
-    k = s_top.shape[1]
     cand_start = w.char_start[cand_w, s_top[cand_w, cand_flat // k]] if k else np.zeros(0, dtype=np.int64)
     cand_end = w.char_end[cand_w, e_top[cand_w, cand_flat % k]] if k else np.zeros(0, dtype=np.int64)
     # Spans and nulls together, per question best first; a null comes after its spans on ties.
@@ -279,21 +284,20 @@ def _decode_logits(contexts: Sequence[str], windows: _Windows, n_best: int, max_
     scores, which, bounds, null = scores.tolist(), which.tolist(), bounds.tolist(), null.tolist()
     out = []
     for q, context in enumerate(contexts):
+        a, b = bounds[q], bounds[q + 1]
         null_probability = 0.0
         spans = []
-        for i in range(bounds[q], bounds[q + 1]):
-            c = which[i]
+        for c, score, p in zip(which[a:b], scores[a:b], probs[a:b]):
             if c < 0:
-                null_probability = probs[i]
+                null_probability = p
                 continue
             text, cs, ce = _span_text(context, starts_chars[c], ends_chars[c])
-            if ce <= cs:
-                # No characters (e.g. a byte-level BPE token for a lone space, whose trimmed
-                # offsets are empty): not an answer. utils_qa also skips such "" texts when it
-                # picks the best non-null prediction (their probabilities still count in the
-                # softmax above, as in utils_qa; they are just not listed).
-                continue
-            spans.append(Span(text, cs, ce, scores[i], probs[i]))
+            # No characters (e.g. a byte-level BPE token for a lone space, whose trimmed
+            # offsets are empty): not an answer. utils_qa also skips such "" texts when it
+            # picks the best non-null prediction (their probabilities still count in the
+            # softmax above, as in utils_qa; they are just not listed).
+            if ce > cs:
+                spans.append(Span(text, cs, ce, score, p))
         null_odds = null[q] - spans[0].score if spans else math.inf
         out.append(Decoded(spans=spans, null_score=null[q], null_odds=null_odds, null_probability=null_probability))
     return out
