@@ -105,11 +105,6 @@ class Features:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    @property
-    def context_mask(self) -> np.ndarray:
-        """bool [n_windows, width]: True where a token lies in the context."""
-        return self.char_start >= 0
-
     @cached_property
     def input_ids(self) -> list[list[int]]:
         """Token ids per window (unpadded)."""
