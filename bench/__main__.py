@@ -1,6 +1,6 @@
 """``python -m bench <suite> [options]``: runs one benchmark suite and prints its markdown table.
 
-Suites: inference, training, distillation, serving, augmentation, calibration (bench/README.md).
+Suites: inference, host, training, distillation, serving, augmentation, calibration (bench/README.md).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 
 SUITES = {
     "inference": "QuestionAnswerer (PyTorch, ONNX fp32 / int8) vs transformers' QA pipeline",
+    "host": "windowing + decoding of many questions (model forward free) vs the reference they replaced",
     "training": "pocketqa's training loop vs transformers' Trainer and run_squad.py's loop",
     "distillation": "stage-2 steps with cached teacher logits vs the teacher run every step",
     "serving": "pocketqa serve with micro-batching vs without, under 1 and N concurrent clients",

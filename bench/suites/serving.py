@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=32, help="--max-batch of the batching server")
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--warmup", type=int, default=20, help="requests to each server before measuring")
+    p.add_argument("--before-src", type=Path, default=None,
+                   help="also run the batching server from this source tree (e.g. another checkout's src/), "
+                        "as the arm 'batching (before)'")
 
 
 def free_port() -> int:
@@ -65,7 +68,8 @@ def free_port() -> int:
 class Server:
     """``pocketqa serve`` in a subprocess, stopped (SIGINT, then kill) on exit."""
 
-    def __init__(self, model: str, max_batch: int, max_wait_ms: float, threads: int | None, device: str, log: Path):
+    def __init__(self, model: str, max_batch: int, max_wait_ms: float, threads: int | None, device: str, log: Path,
+                 src: Path = REPO / "src"):
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         cmd = [sys.executable, "-m", "pocketqa", "serve", "--model", model, "--host", HOST, "--port", str(self.port),
@@ -73,7 +77,7 @@ class Server:
                "--device", device]
         if threads:
             cmd += ["--threads", str(threads)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
         env.pop("POCKETQA_API_KEY", None)
         self.log = open(log, "w")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -189,14 +193,20 @@ def run(args: argparse.Namespace) -> Results:
     results.settings = {"levels": levels, "requests": counts, "level_seconds": args.level_seconds,
                         "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "model": args.model}
     modes = {"no batching": 1, "batching": args.max_batch}
+    sources = {mode: REPO / "src" for mode in modes}
+    if args.before_src is not None:
+        if not (args.before_src / "pocketqa").is_dir():
+            raise SystemExit(f"--before-src {args.before_src}: no pocketqa package there; give a checkout's src/ folder")
+        modes["batching (before)"] = args.max_batch
+        sources["batching (before)"] = args.before_src
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a plain kill still stops the servers
     with tempfile.TemporaryDirectory(prefix="pocketqa-serve-bench-") as tmp, contextlib.ExitStack() as stack:
         model = model_dir(args.model, Path(tmp), seed=args.seed)
         # Both servers run at once (an idle one costs no CPU); before every run both must be
         # idle, since the last run's cut-off requests would steal CPU from the next.
         servers = {mode: stack.enter_context(Server(model, max_batch, args.max_wait_ms, args.threads, args.device,
-                                                    Path(tmp) / f"server-{max_batch}.log"))
-                   for mode, max_batch in modes.items()}
+                                                    Path(tmp) / f"server-{i}-{max_batch}.log", src=sources[mode]))
+                   for i, (mode, max_batch) in enumerate(modes.items())}
         for server in servers.values():
             server.wait_ready()
             asyncio.run(run_level(server.url, items[-args.warmup:], 4, args.warmup, 60))
@@ -214,15 +224,18 @@ def run(args: argparse.Namespace) -> Results:
             samples = take_turns(arms, args.rounds, f"{clients} clients", "req/s")
             by_level[clients] = results.compare(f"{clients} client(s)", samples, anchor="no batching", unit="req/s")
         results.settings["server_stats"] = {mode: server.stats() for mode, server in servers.items()}
+        if args.before_src is not None:
+            results.settings["before_src"] = str(args.before_src)
     for mode in modes:
         if 1 in by_level and len(levels) > 1:
             top = max(levels)
             gain = by_level[top]["arms"][mode]["median"] / by_level[1]["arms"][mode]["median"]
             results.notes.append(f"{mode}: throughput at {top} clients / 1 client = {gain:.2f}x")
-        worst = by_level[max(levels)]["arms"][mode]["extra"]
-        results.notes.append(f"{mode} at {max(levels)} clients (last round): 5xx {worst['status_5xx']}, failed "
-                             f"{worst['failed']}, cut off {worst['cut_off']}, p50 {worst['p50_ms']} ms, "
-                             f"p99 {worst['p99_ms']} ms")
+        for clients in levels:
+            last = by_level[clients]["arms"][mode]["extra"]
+            results.notes.append(f"{mode} at {clients} client(s) (last round): 5xx {last['status_5xx']}, failed "
+                                 f"{last['failed']}, cut off {last['cut_off']}, p50 {last['p50_ms']} ms, "
+                                 f"p99 {last['p99_ms']} ms")
     for mode, stats in results.settings["server_stats"].items():
         results.notes.append(f"{mode}: {stats['questions']} questions in {stats['model_calls']} model calls "
                              f"(largest batch {stats['largest_batch']})")

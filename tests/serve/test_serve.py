@@ -585,3 +585,48 @@ def test_stopping_the_batcher_answers_the_question_in_the_model(qa):
 
     for r in asyncio.run(scenario()):
         assert r.status_code == 503 and "shutting down" in r.json()["detail"], r.text
+
+
+class OneWindowBackend:
+    """A backend that is not batch-invariant (as int8 ONNX graphs); records its calls' batch sizes."""
+
+    batch_invariant = False
+
+    def __init__(self, real):
+        self.real = real
+        self.input_names = real.input_names
+        self.rows: list[int] = []
+
+    def __call__(self, batch):
+        self.rows.append(len(batch["input_ids"]))
+        return self.real(batch)
+
+
+def test_a_backend_that_is_not_batch_invariant_is_never_held_for_company(qa):
+    # A long wait window and concurrent clients: a batching server would hold the questions
+    # to share calls. This backend gains nothing from that, so each request goes alone.
+    backend = OneWindowBackend(qa.backend)
+    one_window = QuestionAnswerer(backend, qa.tokenizer, window=qa.window, name="int8-like")
+    app = create_app(one_window, max_batch=32, max_wait_ms=60_000)
+    assert not app.state.batcher.batches
+    pairs = _distinct_pairs(8)
+    responses = asyncio.run(_ask_concurrently(app, pairs, top_k=2))
+    assert app.state.batcher.stats() == {"model_calls": 8, "questions": 8, "largest_batch": 1, "pending": 0}
+    assert set(backend.rows) == {1}
+    for (q, x), r in zip(pairs, responses):
+        assert r.status_code == 200
+        assert_same_answers(r.json()["answers"], qa(q, x, top_k=2), exact=False)
+    # A batch request is still answered in one call: its questions came together.
+    with TestClient(app) as c:
+        items = [{"question": q, "context": x} for q, x in pairs[:3]]
+        assert c.post("/v1/answer/batch", json={"items": items}).status_code == 200
+    assert app.state.batcher.stats()["model_calls"] == 9 and app.state.batcher.stats()["largest_batch"] == 3
+
+
+def test_a_backend_that_is_not_batch_invariant_still_refuses_a_full_queue(qa):
+    one_window = QuestionAnswerer(OneWindowBackend(qa.backend), qa.tokenizer, window=qa.window, name="int8-like")
+    with TestClient(create_app(one_window, limits=Limits(max_queue=2))) as c:
+        items = [{"question": "Where?", "context": "Paris is big."}] * 3
+        r = c.post("/v1/answer/batch", json={"items": items})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert c.post("/v1/answer/batch", json={"items": items[:2]}).status_code == 200

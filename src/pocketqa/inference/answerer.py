@@ -211,16 +211,19 @@ class QuestionAnswerer:
         for idx in batches:
             batch = pad_batch(features, idx, pad_id, self.backend.input_names)
             s, e = self.backend(batch)
-            for row, w in enumerate(idx.tolist()):
-                n = len(features.input_ids[w])
+            lengths = features.lengths[idx]
+            # NaN would decode to an arbitrary span with NaN null odds (or fail in pipeline scoring).
+            inside = np.arange(s.shape[1])[None, :] < lengths[:, None]
+            bad = (np.isnan(s) | np.isnan(e)) & inside
+            if bad.any():
+                n = int(lengths[np.flatnonzero(bad.any(axis=1))[0]])
+                raise PocketQAError(
+                    f"{self.name or 'model'}: the model gave NaN logits for a window of {n} tokens; its weights "
+                    "hold NaN or a half-precision run overflowed (load it in float32)"
+                )
+            for row, (w, n) in enumerate(zip(idx.tolist(), lengths.tolist())):
                 starts[w] = s[row, :n]
                 ends[w] = e[row, :n]
-                # NaN would decode to an arbitrary span with NaN null odds (or fail in pipeline scoring).
-                if np.isnan(starts[w]).any() or np.isnan(ends[w]).any():
-                    raise PocketQAError(
-                        f"{self.name or 'model'}: the model gave NaN logits for a window of {n} tokens; its weights "
-                        "hold NaN or a half-precision run overflowed (load it in float32)"
-                    )
             if bar is not None:
                 bar.update(len(idx))
         if bar is not None:
