@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pocketqa.cli.batch import add_engine_args, refuse_ray_flags, run_ray_predict
 from pocketqa.cli.common import finite_float, positive_int, load_answerer, model_args, output_file, window_args
 from pocketqa.errors import PocketQAError
 
@@ -57,6 +58,7 @@ def add_predict(sub) -> None:
     p.add_argument("--null-odds", type=Path, default=None, help="also write {qid: null_odds} (na-prob file)")
     p.add_argument("--threshold", type=finite_float, default=None,
                    help="abstain when null_odds > this (default: the threshold calibrated in the model's pocketqa.json, else 0)")
+    add_engine_args(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -64,6 +66,9 @@ def cmd_predict(args) -> int:
     from pocketqa.evaluation.scoring import load_questions
     from pocketqa.data.squad import write_json_atomic
 
+    if args.engine == "ray":
+        return run_ray_predict(args)
+    refuse_ray_flags(args)
     output_file(args.out, "--out", (("--data", args.data),))
     if args.null_odds is not None:
         output_file(args.null_odds, "--null-odds", (("--data", args.data), ("--out", args.out)))
