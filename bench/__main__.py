@@ -1,6 +1,6 @@
 """``python -m bench <suite> [options]``: runs one benchmark suite and prints its markdown table.
 
-Suites: inference, training, distillation, serving, augmentation (bench/README.md).
+Suites: inference, training, distillation, serving, augmentation, batch (bench/README.md).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ SUITES = {
     "distillation": "stage-2 steps with cached teacher logits vs the teacher run every step",
     "serving": "pocketqa serve with micro-batching vs without, under 1 and N concurrent clients",
     "augmentation": "masked-LM candidates batched vs one masked word per forward pass; augment throughput",
+    "batch": "predict --engine ray (Ray Data actors) vs one process over Parquet shards",
 }
 
 

@@ -84,3 +84,18 @@ def test_300_dev_questions_same_as_one_process(local_ray, shared_dev, tmp_path, 
     qa = QuestionAnswerer.from_pretrained(None, threads=1)  # the bundled int8 model
     want = {r["id"]: r for r in qa.records(examples, qa.decode_examples(examples))}
     kit.assert_same_answers(kit.read_outputs(tmp_path / "out"), want)
+
+
+def test_a_file_failing_mid_read_is_one_error_and_keeps_what_was_written(local_ray, tiny_bert_dir, tmp_path, kit):
+    rows = kit.question_rows()
+    root = tmp_path / "in"
+    kit.write_rows(root / "a.jsonl", rows[:4])
+    # the first line passes the up-front check; a later one is not JSON
+    (root / "b.jsonl").write_text(json.dumps(rows[4]) + "\n{not json\n", encoding="utf-8")
+    from pocketqa.errors import PocketQAError
+
+    with pytest.raises(PocketQAError, match="rerun the command") as err:
+        run(root, tmp_path / "out", tiny_bert_dir, kit)
+    assert "\n" not in str(err.value)
+    assert str((root / "b.jsonl").resolve()) in str(err.value)
+    assert not (tmp_path / "out" / "b.parquet").exists()

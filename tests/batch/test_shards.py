@@ -89,3 +89,13 @@ def test_bad_window_settings_fail_before_ray_starts(row_files, tmp_path):
     with pytest.raises(PocketQAError, match="doc_stride"):
         run_batch(root, tmp_path / "out", answerer_kwargs={"max_seq_length": 64, "doc_stride": 60}, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_ray_names_the_extra(monkeypatch):
+    import sys
+
+    from pocketqa.batch.engine import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'pocketqa\[ray\]'"):
+        import_ray()

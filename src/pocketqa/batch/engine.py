@@ -1,6 +1,7 @@
 """The driver of a batch run: plan the shards, start or join Ray, stream, write each shard.
 
-One Ray Data pipeline per input format runs over every pending file of that format, with
+One Ray Data pipeline per input format (Ray Data's ``union`` would not keep the file order)
+runs over every pending file of that format, with
 each row's file in a ``path`` column (``include_paths``) and the execution's
 ``preserve_order`` on, so answers come back in input order: file by file. The driver keeps
 the answers of the file now arriving (no contexts: about 100 bytes a row), writes that
@@ -13,6 +14,7 @@ from their first row, so every id ends up exactly once.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +35,7 @@ def import_ray():
     try:
         import ray
         import ray.data  # noqa: F401
+        import ray.exceptions  # noqa: F401
     except ImportError:
         raise missing_extra("ray[data]", "ray") from None
     return ray
@@ -52,7 +55,7 @@ def ray_session(address: str | None, cpus_needed: float) -> Iterator[object]:
     owned = not ray.is_initialized()
     if owned:
         if address is None:
-            ray.init(num_cpus=max(os.cpu_count() or 1, int(-(-cpus_needed // 1))), include_dashboard=False,
+            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), include_dashboard=False,
                      log_to_driver=True)
         else:
             try:
@@ -150,6 +153,10 @@ def run_batch(
     with ray_session(address, actors * cpus_per_actor + READER_CPUS) as ray, bar:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # answers arrive file by file (see the module doc)
+        # Ray 2.60's new Parquet reader lists several files on threads that race on importing
+        # fsspec's optional HTTP filesystem (without aiohttp installed a read fails at random);
+        # the classic reader does not (older Rays have only the classic one)
+        context.use_datasource_v2 = False
         # one pipeline per format: Ray Data's union does not keep the order the shards are written in
         for fmt in sorted({s.fmt for s in todo}):
             group = [s for s in todo if s.fmt == fmt]
@@ -160,11 +167,20 @@ def run_batch(
                 batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
                 num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
             )
-            for shard, table in stream_shards(ds, group):
-                summary["rows"] += write_shard(shard, table, name, threshold)
-                summary["empty_rows"] += sum(table.column(SKIPPED_COLUMN).to_pylist())
-                summary["written"] += 1
-                bar.update(1)
+            written = set()
+            try:
+                for shard, table in stream_shards(ds, group):
+                    written.add(shard)
+                    summary["rows"] += write_shard(shard, table, name, threshold)
+                    summary["empty_rows"] += sum(table.column(SKIPPED_COLUMN).to_pylist())
+                    summary["written"] += 1
+                    bar.update(1)
+            except ray.exceptions.RayError as e:  # a worker's traceback: its last line says what failed
+                last = next((line for line in reversed(str(e).splitlines()) if line.strip()), type(e).__name__)
+                left = [str(s.source) for s in group if s not in written]
+                raise PocketQAError(f"the Ray job failed ({last.strip()}) while reading or answering "
+                                    f"{', '.join(left[:3])}{' ...' if len(left) > 3 else ''}; the files written so far "
+                                    "are complete: fix the input and rerun the command to finish the rest") from None
     return summary
 
 
