@@ -21,6 +21,9 @@ def test_plan_mirrors_inputs_and_counts_parquet_rows(row_files, tmp_path):
     globbed = plan_shards(str(root / "**" / "*.*"), tmp_path / "out", "jsonl")
     assert [s.source for s in globbed] == [s.source for s in shards]
     assert globbed[2].out.name == "c.jsonl"
+    (root / "_SUCCESS.csv").write_text("x\n")  # bookkeeping files of other tools are not inputs
+    (root / ".a.parquet.tmp.parquet").write_text("x")
+    assert [s.source for s in plan_shards(root, tmp_path / "out", "parquet")] == [s.source for s in shards]
 
 
 def test_pending_skips_complete_outputs(row_files, tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from pocketqa.batch.actor import PATH_COLUMN, SKIPPED_COLUMN, AnswerActor, output_schema
@@ -72,6 +72,24 @@ def ray_session(address: str | None, cpus_needed: float) -> Iterator[object]:
     finally:
         if owned:
             ray.shutdown()
+
+
+@contextmanager
+def ordered_reads(ray) -> Iterator[None]:
+    """Ray Data settings of the run, put back afterwards (a caller's own session keeps its own)."""
+    context = ray.data.DataContext.get_current()
+    before = (context.execution_options.preserve_order, getattr(context, "use_datasource_v2", None))
+    context.execution_options.preserve_order = True  # answers arrive file by file (see the module doc)
+    # Ray 2.60's new Parquet reader lists several files on threads that race on importing
+    # fsspec's optional HTTP filesystem (without aiohttp installed a read fails at random);
+    # the classic reader does not (older Rays have only the classic one)
+    context.use_datasource_v2 = False
+    try:
+        yield
+    finally:
+        context.execution_options.preserve_order = before[0]
+        if before[1] is not None:
+            context.use_datasource_v2 = before[1]
 
 
 def read_rows(ray, shards: list[Shard]):
@@ -150,13 +168,10 @@ def run_batch(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="shards", unit="file", disable=not progress)
-    with ray_session(address, actors * cpus_per_actor + READER_CPUS) as ray, bar:
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True  # answers arrive file by file (see the module doc)
-        # Ray 2.60's new Parquet reader lists several files on threads that race on importing
-        # fsspec's optional HTTP filesystem (without aiohttp installed a read fails at random);
-        # the classic reader does not (older Rays have only the classic one)
-        context.use_datasource_v2 = False
+    with ExitStack() as stack:
+        ray = stack.enter_context(ray_session(address, actors * cpus_per_actor + READER_CPUS))
+        stack.enter_context(bar)
+        stack.enter_context(ordered_reads(ray))
         # one pipeline per format: Ray Data's union does not keep the order the shards are written in
         for fmt in sorted({s.fmt for s in todo}):
             group = [s for s in todo if s.fmt == fmt]
@@ -170,8 +185,8 @@ def run_batch(
             written = set()
             try:
                 for shard, table in stream_shards(ds, group):
-                    written.add(shard)
                     summary["rows"] += write_shard(shard, table, name, threshold)
+                    written.add(shard)
                     summary["empty_rows"] += sum(table.column(SKIPPED_COLUMN).to_pylist())
                     summary["written"] += 1
                     bar.update(1)

@@ -59,7 +59,9 @@ def find_inputs(data: str | os.PathLike) -> tuple[list[Path], Path]:
     if path.is_file():
         files, root = [path], path.parent
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+        # names starting with . or _ are other tools' bookkeeping (_SUCCESS, .part-0.crc, temp files)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS
+                       and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
         root = path
         if not files:
             raise PocketQAError(f"--data {path}: no {', '.join(FORMATS)} files in this directory")

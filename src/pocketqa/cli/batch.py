@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
-from pocketqa.cli.common import decoding_kwargs, positive_int, window_kwargs
+from pocketqa.cli.common import decoding_kwargs, number_type, positive_int, window_kwargs
 from pocketqa.errors import PocketQAError
 
 RAY_ONLY = ("actors", "rows_per_batch", "gpus_per_actor", "address", "overwrite", "out_format")
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+non_negative_float = number_type(float, "a number", lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0")
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
