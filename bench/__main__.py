@@ -1,6 +1,6 @@
 """``python -m bench <suite> [options]``: runs one benchmark suite and prints its markdown table.
 
-Suites: inference, host, training, distillation, serving, augmentation, calibration (bench/README.md).
+Suites: inference, host, training, distillation, serving, augmentation, calibration, batch (bench/README.md).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ SUITES = {
     "serving": "pocketqa serve with micro-batching vs without, under 1 and N concurrent clients",
     "augmentation": "masked-LM candidates batched vs one masked word per forward pass; augment throughput",
     "calibration": "F1 at thresholds calibrated for simulated domains vs the stored threshold",
+    "batch": "predict --engine ray (Ray Data actors) vs one process over Parquet shards",
 }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pocketqa.cli.common import (answerer_args, data_args, finite_float, load_answerer, model_args, output_file, positive_int, window_args,
-                                 writable)
+from pocketqa.cli.batch import add_engine_args, refuse_ray_flags, run_ray_predict
+from pocketqa.cli.common import (answerer_args, data_args, finite_float, load_answerer, model_args, output_file,
+                                 positive_int, window_args, writable)
 from pocketqa.errors import PocketQAError
 
 def add_ask(sub) -> None:
@@ -91,6 +92,7 @@ def add_predict(sub) -> None:
                         "best span, for the official script's --na-prob-thresh")
     p.add_argument("--threshold", type=finite_float, default=None,
                    help="abstain when null_odds > this (default: the threshold calibrated in the model's pocketqa.json, else 0)")
+    add_engine_args(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -101,6 +103,9 @@ def cmd_predict(args) -> int:
     from pocketqa.data.squad import write_json_atomic
     from pocketqa.evaluation.scoring import load_questions
 
+    if args.engine == "ray":
+        return run_ray_predict(args)
+    refuse_ray_flags(args)
     output_file(args.out, "--out", (("--data", args.data),))
     if args.null_odds is not None:
         output_file(args.null_odds, "--null-odds", (("--data", args.data), ("--out", args.out)))
