@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -86,8 +87,8 @@ def test_evaluate_same_scores_from_parquet_and_saves_predictions(tmp_path, tiny_
         assert main(["evaluate", "--model", str(tiny_bert_dir), "--data", str(data), "--save-predictions", str(saved)]) == 0
         captured = capsys.readouterr()
         scores = json.loads(captured.out[captured.out.index("{"):])
-        assert scores.pop("questions_per_second") > 0 and scores.pop("seconds") > 0
-        assert "questions/s" in captured.out
+        assert "seconds" not in scores  # the scores JSON holds no timing: same data, same bytes
+        assert re.search(r"\d+ questions in [\d.]+ s \([\d.]+ questions/s\)", captured.out)
         assert "window" in captured.err  # the bar counts windows, and says so
         results.append(scores)
         preds = json.loads((saved / "predictions.json").read_text())

@@ -116,7 +116,8 @@ def score_answerer(qa, examples, progress: bool = False) -> dict:
     return score_decoded(examples, decoded, qa.threshold)
 
 
-def format_table(scores: dict) -> str:
+def format_table(scores: dict, speed: dict | None = None) -> str:
+    """The scores as a small text table, with the timing line when ``speed`` is given."""
     rows = [
         ("all", scores.get("exact"), scores.get("f1"), scores.get("total")),
         ("HasAns", scores.get("HasAns_exact"), scores.get("HasAns_f1"), scores.get("HasAns_total")),
@@ -126,9 +127,9 @@ def format_table(scores: dict) -> str:
     for name, em, f1, n in rows:
         if n:
             lines.append(f"{name:<8}{em:>8.2f}{f1:>8.2f}{n:>8d}")
-    if "questions_per_second" in scores:
-        lines.append(f"{scores['total']} questions in {scores['seconds']:.1f} s "
-                     f"({scores['questions_per_second']:.1f} questions/s)")
+    if speed:
+        lines.append(f"{speed['questions']} questions in {speed['seconds']:.1f} s "
+                     f"({speed['questions_per_second']:.1f} questions/s)")
     lines.append(
         f"threshold {scores['threshold']:.4f}; best F1 {scores['best_f1']:.2f} at {scores['best_f1_thresh']:.4f}, "
         f"best EM {scores['best_exact']:.2f} at {scores['best_exact_thresh']:.4f}"
@@ -162,16 +163,17 @@ def evaluate_model(
             span, for the official script with ``--na-prob-file null_odds.json``),
             ``null_odds.json`` and ``predictions.jsonl`` (one row per question, thresholded).
 
-    Returns {"scores": official keys + best_* + threshold + seconds and questions_per_second,
-    "table": text}.
+    Returns {"scores": official keys + best_* + threshold, "speed": {questions, seconds,
+    questions_per_second}, "table": text}. The timing stays out of the scores, so that the
+    same data, model and settings give the same scores JSON byte for byte.
     """
     examples = load_questions(data_path, data_format, offsets)
     started = time.perf_counter()
     decoded = qa.decode_examples(examples, progress=True)
     seconds = time.perf_counter() - started
     scores = score_decoded(examples, decoded, qa.threshold)
-    scores["seconds"] = round(seconds, 3)
-    scores["questions_per_second"] = round(len(examples) / seconds, 2) if seconds > 0 else None
+    speed = {"questions": len(examples), "seconds": round(seconds, 3),
+             "questions_per_second": round(len(examples) / seconds, 2) if seconds > 0 else None}
     if save_predictions is not None:
         save_prediction_files(save_predictions, qa, examples, decoded)
     if save_threshold:
@@ -186,7 +188,7 @@ def evaluate_model(
         # calibration owns are all replaced, so an earlier align_to_words cannot linger.
         store_threshold(model_dir, qa.scoring, scores["best_f1_thresh"], calibration, domain=domain)
         scores["saved_threshold"] = scores["best_f1_thresh"]
-    return {"scores": scores, "table": format_table(scores)}
+    return {"scores": scores, "speed": speed, "table": format_table(scores, speed)}
 
 
 def save_prediction_files(directory: str | os.PathLike, qa, examples, decoded) -> None:
