@@ -34,6 +34,7 @@ from pocketqa.data.tokenizer import WindowTokenizer, as_window_tokenizer
 # Post-processors that add special tokens around the two sequences and touch nothing else
 # (ids, offsets and words of the sequences stay as the model made them).
 _PLAIN_TEMPLATES = ("TemplateProcessing", "BertProcessing")
+_TEMPLATES: dict[bytes, "_Template | None"] = {}  # post-processor state -> its template
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,14 @@ def truncate_questions(tokenizer, questions: Sequence[str], max_query_length: in
 def _truncate_questions(tok: WindowTokenizer, questions: Sequence[str], max_query_length: int) -> tuple[list[str], list]:
     """``truncate_questions``, plus each question's encoding when it was not cut (else None)."""
     questions = [q.lstrip() for q in questions]
-    out, encodings = [], []
-    for q, (enc,) in zip(questions, tok.encode(questions, add_special_tokens=False)):
+    encodings = [enc for (enc,) in tok.encode(questions, add_special_tokens=False)]
+    return _cut_questions(questions, encodings, max_query_length)
+
+
+def _cut_questions(questions: list[str], encodings: list, max_query_length: int) -> tuple[list[str], list]:
+    """Questions (stripped) cut to ``max_query_length`` tokens of their encodings; None for a cut one's encoding."""
+    out, kept = [], []
+    for q, enc in zip(questions, encodings):
         if len(enc.offsets) > max_query_length:
             end = enc.offsets[max_query_length - 1][1]
             # Byte-level BPE splits a multi-byte character (é, 😀) into several tokens that
@@ -159,8 +166,8 @@ def _truncate_questions(tok: WindowTokenizer, questions: Sequence[str], max_quer
             q = q[:end]
             enc = None
         out.append(q)
-        encodings.append(enc)
-    return out, encodings
+        kept.append(enc)
+    return out, kept
 
 
 def _label(example: Example, starts: np.ndarray, ends: np.ndarray, cls_index: int) -> tuple[int, int]:
@@ -209,13 +216,13 @@ def make_features(
         Features with one row per window, windows of an example contiguous and in order.
     """
     tok = as_window_tokenizer(tokenizer)
-    questions, question_encodings = _truncate_questions(tok, [ex.question for ex in examples], config.max_query_length)
-    contexts = [ex.context for ex in examples]
+    questions, contexts = [ex.question for ex in examples], [ex.context for ex in examples]
     template = _pair_template(tok)
     windows = None
     if template is not None and examples:
-        windows = _cut_windows(tok, template, questions, question_encodings, contexts, config, word_ids)
+        windows = _cut_windows(tok, template, questions, contexts, config, word_ids)
     if windows is None:  # another template, or a question leaving no room (the Rust tokenizer names it)
+        questions = _truncate_questions(tok, questions, config.max_query_length)[0]
         windows = _pair_windows(tok, questions, contexts, config)
     ids, types, char_start, char_end, words, lengths, example_index = windows
     cls_index = _cls_positions(ids, lengths, tok.cls_token_id)
@@ -263,10 +270,19 @@ def _pair_template(tok: WindowTokenizer) -> _Template | None:
     """The pair template of ``tok`` when it only adds special tokens, else None.
 
     Read off one probe pair encoded by the Rust tokenizer, checked against its two texts
-    encoded alone.
+    encoded alone; remembered per post-processor (the probe costs as much as windowing one
+    question).
     """
-    if type(tok.backend.post_processor).__name__ not in _PLAIN_TEMPLATES:
+    processor = tok.backend.post_processor
+    if type(processor).__name__ not in _PLAIN_TEMPLATES:
         return None
+    key = processor.__getstate__()
+    if key not in _TEMPLATES:
+        _TEMPLATES[key] = _probe_template(tok)
+    return _TEMPLATES[key]
+
+
+def _probe_template(tok: WindowTokenizer) -> _Template | None:
     (a,), (b,) = tok.encode(["a b", "c d e"], add_special_tokens=False)
     ((pair,),) = tok.encode([("a b", "c d e")])
     seq = [-1 if s is None else s for s in pair.sequence_ids]
@@ -318,23 +334,27 @@ def _token_arrays(encodings: list, offsets: bool, words: bool):
     return ids, starts, ends, word_ids, base
 
 
-def _cut_windows(tok: WindowTokenizer, template: _Template, questions: list[str], question_encodings: list,
-                 contexts: list[str], config: WindowConfig, words: bool):
+def _cut_windows(tok: WindowTokenizer, template: _Template, questions: list[str], contexts: list[str],
+                 config: WindowConfig, words: bool):
     """Windows assembled from once-tokenized questions and distinct contexts (None: a question leaves no room).
 
     Follows the Rust tokenizer's "only_second" truncation with a stride: the context is cut
     into pieces of ``max_seq_length - added - len(question)`` tokens starting every
     ``piece - doc_stride`` tokens, the last piece ending at the context's end.
     """
-    recut = [i for i, enc in enumerate(question_encodings) if enc is None]
-    if recut:  # questions cut to max_query_length: tokenized again, as the pair encoding would
-        question_encodings = list(question_encodings)
-        for i, (enc,) in zip(recut, tok.encode([questions[i] for i in recut], add_special_tokens=False)):
-            question_encodings[i] = enc
     distinct: dict[str, int] = {}
     context_of = np.fromiter((distinct.setdefault(c, len(distinct)) for c in contexts), dtype=np.int64,
                              count=len(contexts))
-    context_encodings = [enc for (enc,) in tok.encode(list(distinct), add_special_tokens=False)]
+    questions = [q.lstrip() for q in questions]
+    # One call to the Rust tokenizer for both (each call has a fixed cost: one question per
+    # call is how a server asks).
+    encodings = [enc for (enc,) in tok.encode(questions + list(distinct), add_special_tokens=False)]
+    questions, question_encodings = _cut_questions(questions, encodings[: len(questions)], config.max_query_length)
+    context_encodings = encodings[len(questions) :]
+    recut = [i for i, enc in enumerate(question_encodings) if enc is None]
+    if recut:  # questions cut to max_query_length: tokenized again, as the pair encoding would
+        for i, (enc,) in zip(recut, tok.encode([questions[i] for i in recut], add_special_tokens=False)):
+            question_encodings[i] = enc
     q_ids, _, _, q_words, q_base = _token_arrays(question_encodings, offsets=False, words=words)
     c_ids, c_start, c_end, c_words, c_base = _token_arrays(context_encodings, offsets=True, words=words)
     q_len = np.diff(q_base)

@@ -207,10 +207,11 @@ def _top(x: np.ndarray, lengths: np.ndarray, n: int) -> np.ndarray:
         part = np.argpartition(masked, width - k1, axis=1)[:, width - k1 :]
     else:
         part = np.broadcast_to(np.arange(width), (rows, width))
-    values = np.take_along_axis(masked, part, axis=1)
+    at = np.arange(rows)[:, None]  # row of each element, for indexing row by row
+    values = masked[at, part]
     order = np.argsort(-values, axis=1, kind="stable")
-    top = np.take_along_axis(part, order, axis=1)
-    values = np.take_along_axis(values, order, axis=1)
+    top = part[at, order]
+    values = values[at, order]
     real = np.arange(k1)[None, :] < lengths[:, None]
     tied = ((values[:, 1:] == values[:, :-1]) & real[:, 1:]).any(axis=1) | ~np.isfinite(x).all(axis=1)
     top = np.where(real, top, -1)[:, :k]
@@ -240,14 +241,15 @@ def _decode_logits(contexts: Sequence[str], windows: _Windows, n_best: int, max_
     s_top, e_top = _top(w.starts, w.lengths, n_best), _top(w.ends, w.lengths, n_best)
     in_context = w.char_start >= 0
     s_at, e_at = np.maximum(s_top, 0), np.maximum(e_top, 0)
-    s_ok = (s_top >= 0) & np.take_along_axis(in_context, s_at, axis=1)
-    e_ok = (e_top >= 0) & np.take_along_axis(in_context, e_at, axis=1)
+    at = rows[:, None]
+    s_ok = (s_top >= 0) & in_context[at, s_at]
+    e_ok = (e_top >= 0) & in_context[at, e_at]
     s_grid, e_grid = s_top[:, :, None], e_top[:, None, :]
     k = s_top.shape[1]
     valid = (s_ok[:, :, None] & e_ok[:, None, :] & (e_grid >= s_grid)
              & (e_grid - s_grid + 1 <= max_answer_length)).reshape(n_windows, k * k)
-    scores = (np.take_along_axis(w.starts, s_at, axis=1).astype(np.float64)[:, :, None]
-              + np.take_along_axis(w.ends, e_at, axis=1).astype(np.float64)[:, None, :]).reshape(n_windows, k * k)
+    scores = (w.starts[at, s_at].astype(np.float64)[:, :, None]
+              + w.ends[at, e_at].astype(np.float64)[:, None, :]).reshape(n_windows, k * k)
     if valid.shape[1] > n_best:
         # A span below its window's n_best-th score is below the n_best-th of its question
         # too: only spans scoring at least that (ties included) can be kept.
