@@ -6,7 +6,8 @@ import pytest
 
 from pocketqa.data.predictions import PREDICTION_COLUMNS, read_prediction_rows, write_prediction_rows
 from pocketqa.errors import PocketQAError
-from pocketqa.inference.answerer import QuestionAnswerer, answerability
+from pocketqa.inference.answerer import QuestionAnswerer
+from pocketqa.inference.answers import answerability
 from pocketqa.inference.decode import Decoded, Span
 
 ROWS = [

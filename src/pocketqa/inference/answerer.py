@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pocketqa.inference.answers import finite, format_decoded, format_response
 from pocketqa.inference.decode import Decoded, check_align_to_words, check_scoring, decode_features
 from pocketqa.errors import PocketQAError
 from pocketqa.data.features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
@@ -312,7 +313,7 @@ class QuestionAnswerer:
         threshold = self.threshold if threshold is None else threshold
         decoded = self.decode_examples(examples, progress=progress)
         preds = {ex.id: d.answer(threshold) for ex, d in zip(examples, decoded)}
-        odds = {ex.id: _finite(d.null_odds) for ex, d in zip(examples, decoded)}
+        odds = {ex.id: finite(d.null_odds) for ex, d in zip(examples, decoded)}
         return preds, odds
 
     # -- friendly call ----------------------------------------------------------------
@@ -352,50 +353,9 @@ class QuestionAnswerer:
         (d,) = self.decode_examples(_examples([question], [context]))
         return self.format_response(d, top_k, abstain, threshold)
 
-    @staticmethod
-    def format_response(d: Decoded, top_k: int, abstain: bool, threshold: float) -> dict:
-        """One decoding as the HTTP API and ``pocketqa ask --json`` return it, whatever top_k is.
-
-        Returns:
-            ``{"answers": [...], "abstained", "answerability", "threshold"}``: up to top_k
-            answers best first (each ``answer, start, end, score, null_odds``, as
-            ``format_decoded``), whether the first is the no-answer, and the decision's
-            answerability (at least 0.5 exactly when it answers) under ``threshold``.
-        """
-        result = QuestionAnswerer.format_decoded(d, top_k, abstain, threshold)
-        answers = [result] if isinstance(result, dict) else result
-        sure = answers[0]["answerability"]
-        answers = [{k: v for k, v in a.items() if k != "answerability"} for a in answers]
-        return {"answers": answers, "abstained": answers[0]["start"] is None, "answerability": sure,
-                "threshold": float(threshold)}
-
-    @staticmethod
-    def format_decoded(d: Decoded, top_k: int, abstain: bool, threshold: float):
-        """One decoding as ``__call__`` returns it (the HTTP API formats with it too, so both agree).
-
-        Every entry carries the question's ``answerability`` (``answerability(null_odds,
-        threshold)``: at least 0.5 exactly when the model answers). A span's ``score`` is
-        its weight among the n-best; the no-answer's ``score`` is ``1 - answerability``,
-        so it is above 0.5 exactly when the model abstains by its threshold.
-
-        Args:
-            d: The decoding of one question.
-            top_k: 1 for one dict, more for a list of up to top_k dicts.
-            abstain: Put the no-answer first when null odds exceed ``threshold`` (or no span exists).
-            threshold: The no-answer threshold.
-        """
-        odds = _finite(d.null_odds)
-        sure = answerability(d.null_odds, threshold)
-        answers = [
-            {"answer": s.text, "start": s.start, "end": s.end, "score": s.probability, "null_odds": odds,
-             "answerability": sure}
-            for s in d.spans
-        ]
-        no_answer = {"answer": "", "start": None, "end": None, "score": 1.0 - sure, "null_odds": odds,
-                     "answerability": sure}
-        if (abstain and (not d.spans or d.null_odds > threshold)) or not answers:
-            answers.insert(0, no_answer)
-        return answers[0] if top_k == 1 else answers[:top_k]
+    # The formatting every surface shares (pocketqa.inference.answers), reachable from the class.
+    format_response = staticmethod(format_response)
+    format_decoded = staticmethod(format_decoded)
 
     def records(self, examples: Sequence[Example], decoded: Sequence[Decoded], threshold: float | None = None) -> list[dict]:
         """One row per question, as ``predict`` writes JSON Lines and Parquet.
@@ -417,21 +377,6 @@ class QuestionAnswerer:
             best = self.format_decoded(d, 1, True, threshold)
             rows.append({"id": ex.id, **best, "abstained": best["start"] is None})
         return rows
-
-
-def answerability(null_odds: float, threshold: float) -> float:
-    """How sure the model is that the passage answers the question, with 0.5 at the threshold.
-
-    ``sigmoid(threshold - null_odds)``: null_odds is a log-odds of the no-answer against
-    the best span, so this is the best span's two-way probability against the no-answer,
-    shifted so that the calibrated threshold sits at 0.5. At least 0.5 exactly when the
-    model answers (null_odds <= threshold); 0.0 when no span exists (null_odds = +inf).
-    """
-    margin = threshold - null_odds
-    if margin >= 0:
-        return 1.0 / (1.0 + math.exp(-margin))
-    z = math.exp(margin)  # margin < 0: no overflow, and -inf gives 0.0
-    return z / (1.0 + z)
 
 
 def _examples(questions: Sequence[str], contexts: Sequence[str]) -> list[Example]:
@@ -462,10 +407,3 @@ def _check_settings(threshold: float | None = None, **counts) -> None:
         problems.append(f"threshold must be a finite number, found {threshold!r}")
     if problems:
         raise PocketQAError("; ".join(problems))
-
-
-def _finite(x: float, big: float = 1e6) -> float:
-    """JSON has no infinity: clamp +-inf to a large finite value."""
-    if math.isinf(x):
-        return big if x > 0 else -big
-    return float(x)
