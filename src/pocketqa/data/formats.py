@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from pocketqa.data.files import atomic_path, open_text
 from pocketqa.data.rows import example_row, row_question
 from pocketqa.data.squad import (
     Example,
@@ -262,14 +263,11 @@ def write_examples(examples: Iterable[Example], path: str | os.PathLike, format:
     if fmt == "json":
         write_json_atomic(rows, path)
         return len(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "parquet":
             _write_parquet(rows, tmp)
         else:
-            opener = gzip.open if path.name.lower().endswith(".gz") else open
-            with opener(tmp, "wt", encoding="utf-8", newline="") as f:
+            with open_text(tmp, "wt", like=path, newline="") as f:
                 if fmt == "jsonl":
                     for row in rows:
                         f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -278,10 +276,6 @@ def write_examples(examples: Iterable[Example], path: str | os.PathLike, format:
                     writer.writeheader()
                     for row in rows:
                         writer.writerow({**row, "answers": json.dumps(row["answers"], ensure_ascii=False)})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return len(rows)
 
 

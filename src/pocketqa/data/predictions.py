@@ -8,12 +8,12 @@ Writes are atomic: a reader never sees half a file, and a crash leaves the old f
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from pocketqa.data.files import atomic_path, open_text
 from pocketqa.errors import PocketQAError, missing_extra
 
 PREDICTION_COLUMNS = ("id", "answer", "start", "end", "score", "null_odds", "answerability", "abstained")
@@ -59,26 +59,17 @@ def write_prediction_rows(path: str | os.PathLike, rows: Iterable[dict], metadat
     if fmt is None:
         raise PocketQAError(f"{path}: prediction rows are written as .jsonl, .jsonl.gz or .parquet")
     rows = [{c: row[c] for c in PREDICTION_COLUMNS} for row in rows]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "parquet":
             pa, schema = _arrow_schema()
             import pyarrow.parquet as pq
 
             schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata or {}).encode()})
-            table = pa.Table.from_pylist(rows, schema=schema)
-            pq.write_table(table, tmp)
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
         else:
-            opener = gzip.open if path.name.lower().endswith(".gz") else open
-            with opener(tmp, "wt", encoding="utf-8") as f:
+            with open_text(tmp, "wt", like=path) as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:  # name the user's file, not the temp file beside it
-        raise PocketQAError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return len(rows)
 
 
@@ -94,7 +85,6 @@ def read_prediction_rows(path: str | os.PathLike) -> tuple[list[dict], dict]:
         raw = (table.schema.metadata or {}).get(METADATA_KEY, b"{}")
         return table.to_pylist(), json.loads(raw)
     if fmt == "jsonl":
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
+        with open_text(path, "rt") as f:
             return [json.loads(line) for line in f if line.strip()], {}
     raise PocketQAError(f"{path}: not a prediction-rows file (.jsonl, .jsonl.gz or .parquet)")

@@ -26,7 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pocketqa.errors import PocketQAError, SquadFormatError
+from pocketqa.data.files import atomic_path, open_text
+from pocketqa.errors import SquadFormatError
 
 
 @dataclass(frozen=True)
@@ -421,19 +422,8 @@ def write_json_atomic(obj: object, path: str | os.PathLike, indent: int | None =
 
     A crash or bad input half-way never leaves a truncated file where a good one was.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with opener(tmp, "wt", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=indent)
-        os.replace(tmp, path)
-    except OSError as e:  # name the user's file, not the temp file beside it
-        raise PocketQAError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open_text(tmp, "wt", like=path) as f:
+        json.dump(obj, f, ensure_ascii=False, indent=indent)
 
 
 def write_squad(examples: Iterable[Example], path: str | os.PathLike, version: str = "v2.0") -> None:
