@@ -70,6 +70,24 @@ def test_format_by_name_and_override(tmp_path, squad_file):
     assert load_examples(odd, format="squad") == load_squad(squad_file)
 
 
+def test_malformed_gold_answers_fail_scoring_but_not_prediction(tmp_path):
+    # Prediction never reads gold answers, so a malformed answers field cannot stop it.
+    rows = [{"id": "a", "context": "Rome is in Italy.", "question": "Where is Rome?",
+             "answers": {"text": "Italy", "answer_start": [11]}},
+            {"id": "b", "context": "Rome is in Italy.", "question": "Where?", "answers": "Italy"}]
+    path = _write_jsonl(tmp_path / "p.jsonl", rows)
+    assert [ex.id for ex in load_examples(path, gold=False)] == ["a", "b"]
+    with pytest.raises(SquadFormatError) as e:
+        load_examples(path)
+    assert "2 problem(s)" in str(e.value) and "line 1 (id 'a'): field 'answers.text' must be a list" in str(e.value)
+    assert "line 2 (id 'b'): field 'answers' must be an object" in str(e.value)
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text('id,question,context,answers\nq1,Who?,It was Ann.,{bad\n', encoding="utf-8")
+    assert [ex.id for ex in load_examples(csv_path, gold=False)] == ["q1"]
+    with pytest.raises(SquadFormatError, match=r"row 1 \(id 'q1'\): field 'answers' must hold JSON text"):
+        load_examples(csv_path)
+
+
 def test_rows_without_title_or_answers(tmp_path):
     rows = [{"id": 1, "context": "Rome is in Italy.", "question": "Where is Rome?"}]
     path = _write_jsonl(tmp_path / "p.jsonl", rows)
@@ -93,7 +111,7 @@ def test_errors_name_file_row_and_field_all_at_once(tmp_path):
     msg = str(info.value)
     assert msg.startswith(f"{path}: 3 problem(s): ")
     assert "line 2 (id 'a'): missing field 'question'" in msg
-    assert "line 3: field 'answers.text' must be a list" in msg
+    assert "line 3 (id 'b'): field 'answers.text' must be a list" in msg
     assert "line 4 (id 'c'), answer 0: text 'France' does not match context[3:9]" in msg
     assert "--offsets repair" in msg
 
@@ -113,7 +131,7 @@ def test_csv_and_parquet_errors_count_rows(tmp_path):
     assert "... and 2 more" in str(info.value)
     csv_file = tmp_path / "bad.csv"
     csv_file.write_text('id,context,question,answers\nq,Rome is here.,Where?,"{not json"\n', encoding="utf-8")
-    with pytest.raises(SquadFormatError, match=r"row 1 \(line 2\): field 'answers' must hold JSON text"):
+    with pytest.raises(SquadFormatError, match=r"row 1 \(id 'q'\): field 'answers' must hold JSON text .* line 2\)"):
         load_examples(csv_file)
 
 

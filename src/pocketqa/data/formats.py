@@ -30,6 +30,7 @@ from pathlib import Path
 from pocketqa.data.files import atomic_path, open_text
 from pocketqa.data.rows import example_row, row_question
 from pocketqa.data.squad import (
+    BadAnswers,
     Example,
     OffsetRepairs,
     Problems,
@@ -188,10 +189,9 @@ def _read_csv(path: Path, problems: Problems) -> list:
                     try:
                         row["answers"] = json.loads(answers)
                     except json.JSONDecodeError as e:
-                        problems.add(f"row {n} (line {reader.line_num})",
-                                     f"field 'answers' must hold JSON text {{\"text\": [...], \"answer_start\": [...]}} "
-                                     f"({e.msg} at column {e.colno})")
-                        row = None
+                        row["answers"] = BadAnswers(
+                            f"field 'answers' must hold JSON text {{\"text\": [...], \"answer_start\": [...]}} "
+                            f"({e.msg} at column {e.colno}, line {reader.line_num})")
                 rows.append(row)
     except (UnicodeDecodeError, OSError, EOFError, zlib.error, csv.Error) as e:
         raise SquadFormatError(f"{path}: cannot read as UTF-8 CSV ({e})") from None

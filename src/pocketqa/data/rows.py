@@ -7,7 +7,7 @@ other layout's.
 
 from __future__ import annotations
 
-from pocketqa.data.squad import MISSING, Example, Problems, RawQuestion
+from pocketqa.data.squad import MISSING, BadAnswers, Example, Problems, RawQuestion
 
 ROW_FIELDS = ("id", "title", "context", "question", "answers")
 
@@ -23,23 +23,27 @@ def row_question(row: object, where: str, problems: Problems) -> RawQuestion | N
         return None
     raw = row.get("answers", MISSING)
     answers: object = MISSING
-    if raw is not MISSING and raw is not None:
-        if not isinstance(raw, dict):
-            problems.add(where, "field 'answers' must be an object {'text': [...], 'answer_start': [...]}, "
-                                f"found {type(raw).__name__}")
-            return None
-        texts, starts = raw.get("text", MISSING), raw.get("answer_start", MISSING)
-        bad = [name for name, v in (("text", texts), ("answer_start", starts)) if not isinstance(v, (list, tuple))]
-        if bad:
-            problems.add(where, " and ".join(f"field 'answers.{b}' must be a list" for b in bad)
-                         + f", found {', '.join(repr(raw.get(b, None)) for b in bad)}")
-            return None
-        if len(texts) != len(starts):
-            problems.add(where, f"'answers.text' has {len(texts)} item(s) but 'answers.answer_start' {len(starts)}")
-            return None
-        answers = list(zip(texts, starts))
+    if isinstance(raw, BadAnswers):
+        answers = raw
+    elif raw is not MISSING and raw is not None:
+        answers = _row_answers(raw)
     return RawQuestion(where=where, id=row.get("id", MISSING), title=row.get("title", MISSING),
                        context=row.get("context", MISSING), question=row.get("question", MISSING), answers=answers)
+
+
+def _row_answers(raw: object) -> list | BadAnswers:
+    """``answers: {text: [...], answer_start: [...]}`` as ``[(text, start), ...]``, or what is wrong with it."""
+    if not isinstance(raw, dict):
+        return BadAnswers("field 'answers' must be an object {'text': [...], 'answer_start': [...]}, "
+                          f"found {type(raw).__name__}")
+    texts, starts = raw.get("text", MISSING), raw.get("answer_start", MISSING)
+    bad = [name for name, v in (("text", texts), ("answer_start", starts)) if not isinstance(v, (list, tuple))]
+    if bad:
+        return BadAnswers(" and ".join(f"field 'answers.{b}' must be a list" for b in bad)
+                          + f", found {', '.join(repr(raw.get(b, None)) for b in bad)}")
+    if len(texts) != len(starts):
+        return BadAnswers(f"'answers.text' has {len(texts)} item(s) but 'answers.answer_start' {len(starts)}")
+    return list(zip(texts, starts))
 
 
 def example_row(ex: Example) -> dict:

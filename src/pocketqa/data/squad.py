@@ -99,6 +99,13 @@ SHOWN = 5  # problems (and repaired ids) quoted in a message; the rest are count
 MISSING = object()  # a field the record does not have
 
 
+@dataclass(frozen=True)
+class BadAnswers:
+    """A question's gold answers that could not be read, and why (a problem only where they are read)."""
+
+    problem: str
+
+
 @dataclass
 class RawQuestion:
     """One question as a layout read it, before any check.
@@ -106,7 +113,9 @@ class RawQuestion:
     Attributes:
         where: Its place, for messages ("row 12", "article 0 ('Normans'), paragraph 1, question 3").
         id, title, context, question: The fields as found (``MISSING`` when absent).
-        answers: ``[(text, answer_start), ...]`` as found, or ``MISSING``.
+        answers: ``[(text, answer_start), ...]`` as found, ``MISSING``, or ``BadAnswers``
+            (malformed: reported by training and scoring, ignored by prediction, which
+            never reads gold answers).
         is_impossible: SQuAD JSON's flag (``MISSING`` elsewhere).
     """
 
@@ -243,6 +252,9 @@ def build_examples(
 
 def _answers(q: RawQuestion, where: str, qid: str, problems: Problems, offsets: str, repairs: OffsetRepairs):
     """The checked answers of one question and whether repair dropped any."""
+    if isinstance(q.answers, BadAnswers):
+        problems.add(where, q.answers.problem)
+        return [], False
     if q.answers is MISSING:
         if q.is_impossible is MISSING:
             problems.add(where, "missing field 'answers' (give an empty list of texts for a question with no answer)")
