@@ -49,7 +49,7 @@ def decodings(qa, model_path: str, examples, data: Path, cache_dir: Path) -> lis
     The key holds the model directory's files (names, sizes, modification times), the data
     file's SHA-256 and the decoding settings, so a changed model or setting decodes again.
     """
-    from pocketqa.inference.decode import Decoded, Span
+    from pocketqa.inference.spans import Decoded, Span
 
     model = Path(model_path)
     files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in model.iterdir() if f.is_file()) \

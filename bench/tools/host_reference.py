@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pocketqa.data.features import WindowConfig, length_sorted_batches
+from pocketqa.data.features import WindowConfig
+from pocketqa.data.model_inputs import length_sorted_batches
 from pocketqa.data.squad import Example
 from pocketqa.data.tokenizer import as_window_tokenizer
-from pocketqa.inference.decode import Decoded, Span, trim_span
+from pocketqa.inference.spans import Decoded, Span, trim_span
 
 
 @dataclass

@@ -2,7 +2,8 @@ import pytest
 
 from helpers import build_bpe_tokenizer, build_tokenizer
 from pocketqa.errors import ConfigError
-from pocketqa.data.features import WindowConfig, make_features, pad_batch, truncate_questions
+from pocketqa.data.features import WindowConfig, make_features, truncate_questions
+from pocketqa.data.model_inputs import pad_batch
 from pocketqa.data.squad import Answer, Example
 
 LONG = " ".join(f"word{i} is the city of paris in france" for i in range(60))

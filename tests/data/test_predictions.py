@@ -8,7 +8,7 @@ from pocketqa.data.predictions import PREDICTION_COLUMNS, read_prediction_rows, 
 from pocketqa.errors import PocketQAError
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.inference.answers import answerability
-from pocketqa.inference.decode import Decoded, Span
+from pocketqa.inference.spans import Decoded, Span
 
 ROWS = [
     {"id": "q1", "answer": "Ann", "start": 3, "end": 6, "score": 0.75, "null_odds": -2.5, "answerability": 0.9,

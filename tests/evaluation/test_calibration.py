@@ -22,7 +22,7 @@ from pocketqa.evaluation.calibration import (
 )
 from pocketqa.evaluation.scoring import evaluate_model, load_questions, score_decoded
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.inference.decode import Decoded, Span
+from pocketqa.inference.spans import Decoded, Span
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
 CONTEXT = " ".join(WORDS)

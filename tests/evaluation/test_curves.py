@@ -8,7 +8,7 @@ from pocketqa.data.squad import Answer, Example, load_squad
 from pocketqa.evaluation.curves import curve_at, threshold_curve
 from pocketqa.evaluation.scoring import score_decoded
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.inference.decode import Decoded, Span
+from pocketqa.inference.spans import Decoded, Span
 
 def _synthetic():
     """Questions with ties in null odds, spans that are partly right, and a question with no span."""

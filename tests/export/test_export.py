@@ -19,7 +19,8 @@ from pocketqa.errors import PocketQAError  # noqa: E402
 from pocketqa.export.exporter import EXPORT_FILE, FP32_FILE, export_model, qa_head_nodes  # noqa: E402
 from pocketqa.export.parity import FP32_TOLERANCE, check_parity, compare_answerers  # noqa: E402
 from pocketqa.inference.onnx_backend import MODEL_FILE, OnnxBackend, open_session  # noqa: E402
-from pocketqa.data.features import WindowConfig, make_features, pad_batch  # noqa: E402
+from pocketqa.data.features import WindowConfig, make_features  # noqa: E402
+from pocketqa.data.model_inputs import pad_batch  # noqa: E402
 from pocketqa.models import load_qa_model  # noqa: E402
 from pocketqa.data.squad import Answer, Example, load_squad  # noqa: E402
 

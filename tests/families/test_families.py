@@ -21,7 +21,8 @@ from pocketqa.data.features import WindowConfig, make_features
 from pocketqa.data.squad import Example
 from pocketqa.errors import PocketQAError
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.inference.decode import decode_features, trim_span
+from pocketqa.inference.decode import decode_features
+from pocketqa.inference.spans import trim_span
 from pocketqa.models import load_tokenizer
 
 NAMES = list(FAMILIES)

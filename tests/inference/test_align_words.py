@@ -11,7 +11,8 @@ from helpers import CONTEXTS, WINDOW, WORDS, build_bpe_tokenizer, build_tokenize
 from pocketqa.inference.answerer import QuestionAnswerer
 from pocketqa.inference.backends import TorchBackend
 from pocketqa.cli.main import main
-from pocketqa.inference.decode import _word_chars, decode_example, decode_features
+from pocketqa.inference.decode import decode_example, decode_features
+from pocketqa.inference.pipeline_rule import _word_chars
 from pocketqa.errors import PocketQAError
 from pocketqa.data.features import WindowConfig, make_features, truncate_questions
 from pocketqa.models import load_qa_model

@@ -20,7 +20,8 @@ import pocketqa.recipes.finetune as train_mod
 from helpers import REPO, build_bert, bad_squad_file, poison_after_each_step
 from pocketqa.cli.main import main
 from pocketqa.errors import ConfigError, PocketQAError
-from pocketqa.data.features import WindowConfig, make_features, pad_batch
+from pocketqa.data.features import WindowConfig, make_features
+from pocketqa.data.model_inputs import pad_batch
 from pocketqa.training.losses import span_loss
 from pocketqa.data.squad import load_squad
 from pocketqa.data.batching import batch_order, collate, split_batch

@@ -13,7 +13,8 @@ from helpers import WORDS, build_bert, build_mpnet, build_mpnet_style_tokenizer,
 
 from pocketqa.training.bridge import VocabBridge
 from pocketqa.errors import PocketQAError
-from pocketqa.data.features import WindowConfig, make_features, pad_batch
+from pocketqa.data.features import WindowConfig, make_features
+from pocketqa.data.model_inputs import pad_batch
 from pocketqa.data.squad import iter_examples
 
 STEPS = 15

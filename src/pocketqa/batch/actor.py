@@ -13,7 +13,7 @@ import sys
 from pocketqa.data.predictions import PREDICTION_COLUMNS
 from pocketqa.data.squad import Example
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.inference.decode import Decoded
+from pocketqa.inference.spans import Decoded
 
 PATH_COLUMN = "path"  # the input file of each row (Ray Data's include_paths)
 SKIPPED_COLUMN = "skipped"  # true where an empty question or context was answered with an abstention

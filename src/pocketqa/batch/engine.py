@@ -22,8 +22,12 @@ from pathlib import Path
 
 from pocketqa.batch.actor import PATH_COLUMN, SKIPPED_COLUMN, AnswerActor, output_schema
 from pocketqa.batch.shards import REQUIRED_COLUMNS, Shard, pending, plan_shards
+from pocketqa.data.features import WindowConfig
 from pocketqa.data.predictions import write_prediction_rows
 from pocketqa.errors import PocketQAError, missing_extra
+from pocketqa.inference.decode import check_align_to_words, check_scoring
+from pocketqa.modeldir import meta_threshold, meta_window, read_meta
+from pocketqa.models import resolve_model
 
 # Ray Data's read stages (file listing, reading) need a CPU of their own: actors holding
 # every CPU of the cluster leave them none and the run hangs. One is kept free for them.
@@ -244,11 +248,6 @@ def model_facts(model: str | None, threshold: float | None, answerer_kwargs: dic
     Also checks the window and scoring settings here, so that a bad one is one error on the
     driver rather than every actor dying in its constructor.
     """
-    from pocketqa.data.features import WindowConfig
-    from pocketqa.inference.decode import check_align_to_words, check_scoring
-    from pocketqa.modeldir import meta_threshold, meta_window, read_meta
-    from pocketqa.models import resolve_model
-
     path = resolve_model(model)
     meta = read_meta(path) if Path(path).is_dir() else {}
     window = {k: answerer_kwargs[k] for k in ("max_seq_length", "doc_stride", "max_query_length") if k in answerer_kwargs}

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from pocketqa import __version__
-from pocketqa.data.features import WindowConfig, make_features, pad_batch
+from pocketqa.data.features import WindowConfig, make_features
+from pocketqa.data.model_inputs import pad_batch
 from pocketqa.data.squad import Example, write_json_atomic
 from pocketqa.errors import PocketQAError, missing_extra
 from pocketqa.export.parity import FP32_TOLERANCE, SAMPLE_EXAMPLES, compare_answerers, fp32_ok

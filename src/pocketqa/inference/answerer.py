@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from pocketqa.inference.answers import finite, format_decoded, format_response
-from pocketqa.inference.decode import Decoded, check_align_to_words, check_scoring, decode_features
+from pocketqa.inference.decode import check_align_to_words, check_scoring, decode_features
+from pocketqa.inference.spans import Decoded
 from pocketqa.errors import PocketQAError
-from pocketqa.data.features import Features, WindowConfig, length_sorted_batches, make_features, pad_batch
+from pocketqa.data.features import Features, WindowConfig, make_features
+from pocketqa.data.model_inputs import length_sorted_batches, pad_batch
 from pocketqa.inference.backends import Backend, TorchBackend
 from pocketqa.inference.onnx_backend import OnnxBackend  # imports onnxruntime only when a graph is opened
 from pocketqa.modeldir import domain_threshold, meta_threshold, meta_window, read_meta

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from pocketqa.inference.decode import Decoded
+from pocketqa.inference.spans import Decoded
 
 
 def format_response(d: Decoded, top_k: int, abstain: bool, threshold: float) -> dict:

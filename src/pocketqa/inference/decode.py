@@ -15,23 +15,7 @@ One deliberate difference: when no valid span exists at all, utils_qa answers th
 literal text "empty"; we abstain instead (null_odds = +inf).
 
 ``scoring="pipeline"`` instead scores like transformers' QA pipeline (4.x; removed in 5.3),
-for users who want the answers their pipeline code gave:
-
-- per window, softmax over the context tokens and CLS, separately for start and end;
-  span score = p_start(i) * p_end(j), CLS excluded; the ``n_best`` best spans per window
-  (the pipeline keeps ``top_k``: n_best=1 reproduces its default top_k=1);
-- with ``align_to_words=True`` (the pipeline's default; ours is False, as utils_qa) the
-  ``2 * n_best + 10`` best spans per window are kept instead (as the pipeline: widening
-  merges some), and each is widened to whole words: from the start of its first token's
-  word to the end of its last token's word, words being the tokenizer's pre-tokenizer
-  words as seen in that window (a word cut by the window edge widens only to its part
-  inside);
-- spans with the same text (case-insensitive) in several windows add up their scores
-  (after widening, as the pipeline maps each span to characters before it looks the text
-  up: two sub-word spans of one word count as one answer);
-- null score = min over windows of p_start(CLS) * p_end(CLS); null_odds =
-  log(null score / best span score), so threshold 0 is the pipeline's own rule (the null
-  answer wins when its probability is higher than the best span's).
+for users who want the answers their pipeline code gave: ``pipeline_rule.py``.
 
 Within one window both rules pick the same best span and the same null decision at
 threshold 0; they can differ when a question needs several windows.
@@ -40,52 +24,17 @@ threshold 0; they can differ when a question needs several windows.
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from pocketqa.errors import PocketQAError
 from pocketqa.data.features import Features
+from pocketqa.errors import PocketQAError
+from pocketqa.inference.pipeline_rule import decode_pipeline
+from pocketqa.inference.spans import Decoded, Span, span_text
 
 SCORINGS = ("logits", "pipeline")
-
-
-@dataclass(frozen=True)
-class Span:
-    """A candidate answer: context characters [start, end) and its logit score."""
-
-    text: str
-    start: int
-    end: int
-    score: float
-    probability: float = 0.0
-
-
-@dataclass
-class Decoded:
-    """Decoding of one question.
-
-    Attributes:
-        spans: Non-null candidates, best first (at most n_best).
-        null_score: min over windows of start[CLS] + end[CLS] (scoring="pipeline": of
-            p_start(CLS) * p_end(CLS)).
-        null_odds: null_score - best span score (+inf when there is no span); with
-            scoring="pipeline", log(null_score / best span score).
-        null_probability: softmax weight of the null answer among the n-best.
-    """
-
-    spans: list[Span] = field(default_factory=list)
-    null_score: float = 0.0
-    null_odds: float = math.inf
-    null_probability: float = 1.0
-
-    def answer(self, threshold: float = 0.0) -> str:
-        """The answer text, or "" when the question is judged unanswerable."""
-        if not self.spans or self.null_odds > threshold:
-            return ""
-        return self.spans[0].text
 
 
 def check_scoring(scoring: str) -> str:
@@ -140,7 +89,7 @@ def decode_example(
         raise PocketQAError("align_to_words needs the windows' word ids (make_features(..., word_ids=True))")
     if scoring == "pipeline":
         words = word_ids if align_to_words else None
-        return _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_best, max_answer_length, words)
+        return decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_best, max_answer_length, words)
     lengths = np.fromiter((len(offs) for offs in offsets), dtype=np.int64, count=len(offsets))
     width = int(lengths.max()) if len(lengths) else 0
     char_start = np.full((len(offsets), width), -1, dtype=np.int64)
@@ -294,7 +243,7 @@ def _decode_logits(contexts: Sequence[str], windows: _Windows, n_best: int, max_
             if c < 0:
                 null_probability = p
                 continue
-            text, cs, ce = _span_text(context, starts_chars[c], ends_chars[c])
+            text, cs, ce = span_text(context, starts_chars[c], ends_chars[c])
             # No characters (e.g. a byte-level BPE token for a lone space, whose trimmed
             # offsets are empty): not an answer. utils_qa also skips such "" texts when it
             # picks the best non-null prediction (their probabilities still count in the
@@ -304,116 +253,6 @@ def _decode_logits(contexts: Sequence[str], windows: _Windows, n_best: int, max_
         null_odds = null[q] - spans[0].score if spans else math.inf
         out.append(Decoded(spans=spans, null_score=null[q], null_odds=null_odds, null_probability=null_probability))
     return out
-
-
-def _span_text(context: str, start: int, end: int) -> tuple[str, int, int]:
-    """The answer a span of context characters [start, end) gives: (text, start, end).
-
-    The one place where a candidate's characters become answer text, for both scorings:
-    the span cut to whole, non-whitespace text (``trim_span``).
-    """
-    start, end = trim_span(context, start, end)
-    return context[start:end], start, end
-
-
-def trim_span(context: str, start: int, end: int) -> tuple[int, int]:
-    """The character span [start, end) of ``context`` cut to whole, non-whitespace text.
-
-    Token offsets may cover the space before a word: a Metaspace (SentencePiece) tokenizer
-    folds it into "▁word" (DeBERTa-v2/v3 and mDeBERTa answer " Sweden."), a byte-level BPE
-    one without trimmed offsets into "Ġword" (ModernBERT), and a lone "Ġ" or "▁" token covers
-    only a space. An answer is the text between; a span of whitespace alone comes back empty
-    (start == end). A normalizer that composes characters (NFKC: "u" + U+0308 -> "ü") maps
-    the composed token to the base letter only, so a span ending there is extended over the
-    combining marks that follow: "Zü", not "Zu".
-    """
-    while start < end and context[start].isspace():
-        start += 1
-    while end > start and context[end - 1].isspace():
-        end -= 1
-    while start < end < len(context) and unicodedata.combining(context[end]):
-        end += 1
-    return start, end
-
-
-def _window_probabilities(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    x = np.where(allowed, logits, -np.inf)
-    p = np.exp(x - x.max())
-    return p / p.sum()
-
-
-def _word_chars(offs: Sequence, words: Sequence, start: int, end: int) -> tuple[int, int]:
-    """Characters of tokens start..end widened to whole words within one window.
-
-    As the pipeline's ``get_indices``: ``Encoding.word_to_chars`` of the start and end
-    tokens' words, which sees only this window's context tokens; a token without a word
-    falls back to the token offsets of both ends, as its ``except`` does.
-    """
-    w_start, w_end = words[start], words[end]
-    if w_start is None or w_end is None:
-        return offs[start][0], offs[end][1]
-    while start > 0 and offs[start - 1] is not None and words[start - 1] == w_start:
-        start -= 1
-    while end + 1 < len(offs) and offs[end + 1] is not None and words[end + 1] == w_end:
-        end += 1
-    return offs[start][0], offs[end][1]
-
-
-def _decode_pipeline(context, start_logits, end_logits, offsets, cls_index, n_best, max_answer_length,
-                     word_ids=None) -> Decoded:
-    null_prob = math.inf
-    by_text: dict[str, list] = {}  # lower-cased text -> [score, char_start, char_end], first seen kept
-    for w, (s_log, e_log, offs, cls) in enumerate(zip(start_logits, end_logits, offsets, cls_index)):
-        n = len(offs)
-        is_ctx = np.fromiter((o is not None for o in offs), dtype=bool, count=n)
-        allowed = is_ctx.copy()
-        allowed[cls] = True
-        p_start = _window_probabilities(np.asarray(s_log[:n], dtype=np.float64), allowed)
-        p_end = _window_probabilities(np.asarray(e_log[:n], dtype=np.float64), allowed)
-        null_prob = min(null_prob, float(p_start[cls] * p_end[cls]))
-        ctx = np.flatnonzero(is_ctx)
-        if not len(ctx):
-            continue
-        # Only spans of at most max_answer_length tokens: a band of the start x end matrix,
-        # row a = start ctx[a], column d = end ctx[a + d] (row-major order as the pipeline's).
-        m = len(ctx)
-        stop = np.searchsorted(ctx, ctx + max_answer_length)  # first end too far from each start
-        width = int((stop - np.arange(m)).max())
-        end_at = np.arange(m)[:, None] + np.arange(width)[None, :]
-        valid = end_at < stop[:, None]
-        end_at = np.minimum(end_at, m - 1)
-        scores = np.where(valid, p_start[ctx][:, None] * p_end[ctx][end_at], -1.0).ravel()
-        # Widening merges some candidates, so the pipeline then keeps 2 * top_k + 10 per window.
-        k = min(n_best if word_ids is None else 2 * n_best + 10, int(valid.sum()))
-        if k == 1:
-            top = np.array([np.argmax(scores)])  # the first best, as the pipeline's argmax
-        else:
-            top = np.argpartition(-scores, k - 1)[:k]
-            top = top[np.argsort(-scores[top], kind="stable")]
-        for flat in top.tolist():
-            a, d = divmod(flat, width)
-            if word_ids is None:
-                start, end = offs[ctx[a]][0], offs[ctx[a + d]][1]
-            else:
-                start, end = _word_chars(offs, word_ids[w], int(ctx[a]), int(ctx[a + d]))
-            # Widened before the same-text lookup, as the pipeline's postprocess (get_indices, then get_answer).
-            text, start, end = _span_text(context, start, end)
-            key = text.lower()
-            if key in by_text:
-                by_text[key][0] += float(scores[flat])
-            else:
-                by_text[key] = [float(scores[flat]), start, end]
-    ranked = sorted(by_text.values(), key=lambda c: c[0], reverse=True)[:n_best]
-    spans = [Span(text=context[cs:ce], start=cs, end=ce, score=sc, probability=sc) for sc, cs, ce in ranked]
-    if not math.isfinite(null_prob):
-        null_prob = 0.0
-    if not spans:
-        null_odds = math.inf
-    elif spans[0].score <= 0.0:  # best span underflowed to 0: only the null answer has weight
-        null_odds = math.inf if null_prob > 0 else 0.0
-    else:
-        null_odds = math.log(null_prob) - math.log(spans[0].score) if null_prob > 0 else -math.inf
-    return Decoded(spans=spans, null_score=null_prob, null_odds=null_odds, null_probability=null_prob)
 
 
 def decode_features(
@@ -448,7 +287,7 @@ def decode_features(
     out = []
     for ex, windows in zip(examples, by_example):
         out.append(
-            _decode_pipeline(
+            decode_pipeline(
                 ex.context,
                 [start_logits[w] for w in windows],
                 [end_logits[w] for w in windows],

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pocketqa.data.squad import Example
 from pocketqa.errors import ConfigError
 from pocketqa.inference.answerer import QuestionAnswerer
-from pocketqa.inference.decode import Decoded
+from pocketqa.inference.spans import Decoded
 
 
 class MicroBatcher:

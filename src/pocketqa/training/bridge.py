@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from pocketqa.errors import PocketQAError
-from pocketqa.inference.decode import trim_span
+from pocketqa.inference.spans import trim_span
 
 ROLES = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token")
 
